@@ -67,7 +67,10 @@ impl Admin {
                         );
                         resp
                     }
-                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed\n"),
+                    Err(_) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "metrics encoding failed\n",
+                    ),
                 }
             }
             _ => text(
@@ -124,9 +127,11 @@ mod tests {
 
     async fn get(addr: std::net::SocketAddr, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .expect("write");
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).await.expect("read");
         out

@@ -31,7 +31,9 @@ pub struct LogSettings {
 pub enum LoggingError {
     #[error("--log-level {level:?} is not a valid level or filter ({reason}); use error, warn, info, debug or trace")]
     BadLevel { level: String, reason: String },
-    #[error("RUST_LOG={value:?} is not a valid filter ({reason}); unset it or use e.g. RUST_LOG=debug")]
+    #[error(
+        "RUST_LOG={value:?} is not a valid filter ({reason}); unset it or use e.g. RUST_LOG=debug"
+    )]
     BadRustLog { value: String, reason: String },
 }
 
@@ -66,7 +68,9 @@ pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
             .with_current_span(false)
             .try_init()
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     Ok(())
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 pub enum UnitError {
     #[error("empty value: give a duration such as 500ms, 10s, 2m or 1h")]
     EmptyDuration,
-    #[error("{0:?} is not a duration: use a number with a unit (ms, s, m, h), e.g. 500ms, 10s, 1m30s")]
+    #[error(
+        "{0:?} is not a duration: use a number with a unit (ms, s, m, h), e.g. 500ms, 10s, 1m30s"
+    )]
     BadDuration(String),
     #[error("{0:?} is not a size: use a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB), e.g. 64KiB")]
     BadSize(String),
@@ -91,6 +93,8 @@ pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")
+    } else if ms < 60_000 && ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
     } else if ms < 60_000 {
         format!("{:.2}s", d.as_secs_f64())
     } else {
@@ -115,12 +119,27 @@ mod tests {
 
     #[test]
     fn durations_without_unit_or_with_unknown_unit_are_refused() {
-        assert!(matches!(parse_duration("5"), Err(UnitError::BadDuration(_))));
-        assert!(matches!(parse_duration("5 parsecs"), Err(UnitError::BadDuration(_))));
-        assert!(matches!(parse_duration("ms"), Err(UnitError::BadDuration(_))));
-        assert!(matches!(parse_duration("-1s"), Err(UnitError::BadDuration(_))));
+        assert!(matches!(
+            parse_duration("5"),
+            Err(UnitError::BadDuration(_))
+        ));
+        assert!(matches!(
+            parse_duration("5 parsecs"),
+            Err(UnitError::BadDuration(_))
+        ));
+        assert!(matches!(
+            parse_duration("ms"),
+            Err(UnitError::BadDuration(_))
+        ));
+        assert!(matches!(
+            parse_duration("-1s"),
+            Err(UnitError::BadDuration(_))
+        ));
         assert_eq!(parse_duration(""), Err(UnitError::EmptyDuration));
-        assert!(matches!(parse_duration("99999999999999999999h"), Err(UnitError::Overflow(_))));
+        assert!(matches!(
+            parse_duration("99999999999999999999h"),
+            Err(UnitError::Overflow(_))
+        ));
     }
 
     #[test]
@@ -132,13 +151,17 @@ mod tests {
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert!(matches!(parse_size("1.5MiB"), Err(UnitError::BadSize(_))));
         assert!(matches!(parse_size("lots"), Err(UnitError::BadSize(_))));
-        assert!(matches!(parse_size("99999999999999999999GiB"), Err(UnitError::BadSize(_))));
+        assert!(matches!(
+            parse_size("99999999999999999999GiB"),
+            Err(UnitError::BadSize(_))
+        ));
     }
 
     #[test]
     fn durations_format_for_people() {
         assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
         assert_eq!(format_duration(Duration::from_millis(2310)), "2.31s");
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
         assert_eq!(format_duration(Duration::from_secs(185)), "3m05s");
     }
 }
