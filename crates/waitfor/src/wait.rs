@@ -79,13 +79,6 @@ pub async fn run(config: Config, mut shutdown: Shutdown) -> Outcome {
         Mode::Any => 1,
     };
 
-    let expired = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(expired);
     let mut ready = 0;
     loop {
         tokio::select! {
@@ -96,7 +89,7 @@ pub async fn run(config: Config, mut shutdown: Shutdown) -> Outcome {
                 return Outcome::Interrupted(signal);
             }
             joined = tasks.join_next() => match joined {
-                Some(Ok(())) => {
+                Some(Ok(true)) => {
                     ready += 1;
                     if ready >= needed {
                         tasks.abort_all();
@@ -108,29 +101,28 @@ pub async fn run(config: Config, mut shutdown: Shutdown) -> Outcome {
                         return Outcome::Ready;
                     }
                 }
-                // A waiter only ends by becoming ready; a panicked one is reported as never ready.
+                // A waiter that returns false met the deadline; a panicked one is never ready.
+                Some(Ok(false)) => {}
                 Some(Err(err)) => tracing::error!(error = %err, "a target's waiter failed"),
-                None => std::future::pending::<()>().await,
+                None => break,
             },
-            _ = &mut expired => {
-                tasks.abort_all();
-                let pending = pending_targets(&config.targets, &progress);
-                let waited = format_duration(start.elapsed());
-                for p in &pending {
-                    let (class, error) = match &p.last_error {
-                        Some(e) => (e.class(), e.to_string()),
-                        None => ("timeout", "no attempt finished".to_string()),
-                    };
-                    tracing::error!(
-                        target = %p.target, class, error = %error, attempts = p.attempts,
-                        "timed out after {waited} waiting for {}: last error: {error} ({} attempts)",
-                        p.target, p.attempts
-                    );
-                }
-                return Outcome::TimedOut(pending);
-            }
         }
     }
+    // Every waiter has ended and too few were ready: the deadline has passed.
+    let pending = pending_targets(&config.targets, &progress);
+    let waited = config.timeout.map(format_duration).unwrap_or_default();
+    for p in &pending {
+        let (class, error) = match &p.last_error {
+            Some(e) => (e.class(), e.to_string()),
+            None => ("timeout", "no attempt finished".to_string()),
+        };
+        tracing::error!(
+            target = %p.target, class, error = %error, attempts = p.attempts,
+            "timed out after {waited} waiting for {}: last error: {error} ({} attempts)",
+            p.target, p.attempts
+        );
+    }
+    Outcome::TimedOut(pending)
 }
 
 fn pending_targets(targets: &[Target], progress: &[Shared]) -> Vec<Pending> {
@@ -195,19 +187,19 @@ struct Waiter {
 }
 
 impl Waiter {
-    /// Returns once the target is ready; runs until aborted otherwise.
-    async fn run(self) {
+    /// Returns true once the target is ready, false when the deadline has passed first. Every
+    /// attempt and every pause is capped at the time left, so this returns at the deadline.
+    async fn run(self) -> bool {
         let mut backoff = Backoff::new(self.max_interval);
         let mut successes = 0u32;
         let mut last_report = self.start;
         let name = self.target.to_string();
         loop {
-            let cap = match self.deadline {
-                Some(d) => self
-                    .attempt_timeout
-                    .min(d.saturating_duration_since(Instant::now())),
-                None => self.attempt_timeout,
-            };
+            let left = self.time_left();
+            if left.is_zero() {
+                return false;
+            }
+            let cap = self.attempt_timeout.min(left);
             let result =
                 match tokio::time::timeout(cap, probe::check(&self.target, &self.settings)).await {
                     Ok(r) => r,
@@ -232,7 +224,7 @@ impl Waiter {
                             target = %name, elapsed = %elapsed, attempts,
                             "ready: {name} after {elapsed} ({attempts} attempts): {detail}"
                         );
-                        return;
+                        return true;
                     }
                 }
                 Err(err) => {
@@ -248,7 +240,14 @@ impl Waiter {
                     }
                 }
             }
-            tokio::time::sleep(backoff.next_interval()).await;
+            tokio::time::sleep(backoff.next_interval().min(self.time_left())).await;
+        }
+    }
+
+    fn time_left(&self) -> Duration {
+        match self.deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::MAX,
         }
     }
 }

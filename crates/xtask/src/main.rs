@@ -1,1 +1,60 @@
-fn main() {}
+//! podkit's build, image, test and demo tasks, run as `cargo xtask <command>`
+//! (alias in .cargo/config.toml). std only, so it builds in seconds.
+
+mod bench;
+mod cmd;
+mod demo;
+mod dist;
+mod elf;
+mod error;
+mod images;
+mod layers;
+mod podman;
+
+use std::process::ExitCode;
+
+use error::{Error, Result};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  dist                     release-build the binaries as static executables into target/dist/
+  images                   dist, then one image per binary (localhost/podkit/<bin>:dev) and
+                           localhost/podkit/busybox:dev; each smoke-tested
+  test [--require-pods]    fmt, clippy, unit + integration tests, then the pod tests
+                           (skipped without podman, unless --require-pods)
+  demo                     play k8s-examples/init-wait with podman and show waitfor at work
+  bench <target>           end-to-end benchmarks; targets: waitfor";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("\nerror: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[&str]) -> Result<()> {
+    match args {
+        ["dist"] => dist::dist().map(|_| ()),
+        ["images"] => images::images(),
+        ["test"] => layers::test(false),
+        ["test", "--require-pods"] => layers::test(true),
+        ["demo"] => demo::demo(),
+        ["bench", "waitfor"] => bench::bench_waitfor(),
+        ["bench", other] => {
+            Err(Error::new(format!("unknown bench target `{other}`")).fix("known targets: waitfor"))
+        }
+        ["bench"] => Err(Error::new("`bench` needs a target").fix("cargo xtask bench waitfor")),
+        [] | ["help" | "-h" | "--help"] => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        _ => Err(Error::new(format!("unknown arguments: {}", args.join(" "))).fix(USAGE)),
+    }
+}

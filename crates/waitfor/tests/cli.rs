@@ -1,0 +1,218 @@
+//! The command line, exit codes, signals and exec, against the real binary.
+
+mod support;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn every_usage_error_is_one_line_naming_the_problem_with_exit_2() {
+    let port = free_port();
+    let target = format!("127.0.0.1:{port}");
+    let t = target.as_str();
+    let cases: &[(&[&str], &str)] = &[
+        (&[], "no target given"),
+        (&["db"], "a port is required"),
+        (&["ftp://x"], "unknown scheme"),
+        (&["file://relative"], "absolute path"),
+        (&["--timeout", "5", t], "--timeout"),
+        (&["--timeout", "soon", t], "not a duration"),
+        (
+            &["--attempt-timeout", "0", t],
+            "--attempt-timeout must be more than 0",
+        ),
+        (
+            &["--max-interval", "0", t],
+            "--max-interval must be more than 0",
+        ),
+        (&["--success-count", "0", t], "--success-count"),
+        (&["--success-count", "many", t], "--success-count"),
+        (&["--http-status", "2xx", t], "--http-status"),
+        (&["--http-status", "302-301", t], "backwards"),
+        (&["--http-body", "(", t], "--http-body"),
+        (&["--http-header", "bad name: x", t], "--http-header"),
+        (
+            &["--http-request-header", "NoColon", t],
+            "--http-request-header",
+        ),
+        (
+            &["--ca-file", "/nonexistent/ca.pem", t],
+            "--ca-file /nonexistent/ca.pem",
+        ),
+        (
+            &["--ca-file", "/etc/hostname", t],
+            "--ca-file /etc/hostname",
+        ),
+        (
+            &["--insecure", "--ca-file", "/etc/hostname", t],
+            "contradict",
+        ),
+        (&["--log-level", "loud=???", t], "--log-level"),
+        (&["--log-format", "xml", t], "xml"),
+        (&["--frobnicate", t], "--frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        assert_eq!(out.code, Some(2), "{args:?}: stderr {}", out.stderr);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{args:?}: want one line, got:\n{}",
+            out.stderr
+        );
+        assert!(lines[0].starts_with("waitfor: "), "{args:?}: {}", lines[0]);
+        assert!(
+            lines[0].contains(needle),
+            "{args:?}: {:?} lacks {needle:?}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn flags_come_from_env_too_and_bad_env_values_are_named() {
+    let out = Guard::spawn(
+        waitfor()
+            .env("WAITFOR_TIMEOUT", "eventually")
+            .env("WAITFOR_TARGETS", "127.0.0.1:1"),
+    )
+    .finish(HANG_GUARD);
+    out.assert_code(2).assert_stderr_has("--timeout");
+
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let out = Guard::spawn(
+        waitfor()
+            .env("WAITFOR_TARGETS", format!("127.0.0.1:{port}, file:///"))
+            .env("WAITFOR_TIMEOUT", "10s"),
+    )
+    .finish(HANG_GUARD);
+    out.assert_code(0)
+        .assert_stderr_has(&format!("ready: tcp://127.0.0.1:{port}"))
+        .assert_stderr_has("ready: file:///");
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let out = run(&["--version"]);
+    out.assert_code(0);
+    assert!(out.stdout.starts_with("waitfor 0."), "{}", out.stdout);
+    let out = run(&["--help"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("Exit codes:"), "{}", out.stdout);
+}
+
+#[test]
+fn timeout_exits_124_with_one_line_per_target_still_not_ready() {
+    let up = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let up_port = up.local_addr().expect("addr").port();
+    let down_port = free_port();
+    let out = run(&[
+        "--timeout",
+        "1s",
+        &format!("127.0.0.1:{up_port}"),
+        &format!("tcp://127.0.0.1:{down_port}"),
+    ]);
+    out.assert_code(124)
+        .assert_stderr_has(&format!("ready: tcp://127.0.0.1:{up_port}"))
+        .assert_stderr_has(&format!(
+            "timed out after 1s waiting for tcp://127.0.0.1:{down_port}: last error: connection refused"
+        ));
+    let timeout_lines = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("timed out after"))
+        .count();
+    assert_eq!(timeout_lines, 1, "{}", out.stderr);
+    // The first line states the targets and settings.
+    let first = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains("timeout 1s") && first.contains(&down_port.to_string()),
+        "{first}"
+    );
+}
+
+#[test]
+fn the_deadline_cuts_a_hanging_attempt_short() {
+    // Accepts connections (the kernel does) but never answers HTTP: every attempt hangs.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let out = Guard::spawn(waitfor().args([
+        "--timeout",
+        "1s",
+        "--attempt-timeout",
+        "10m",
+        &format!("http://127.0.0.1:{port}/"),
+    ]))
+    // Far below the attempt timeout: only the deadline can have ended it.
+    .finish(Duration::from_secs(20));
+    out.assert_code(124)
+        .assert_stderr_has("last error: timed out");
+}
+
+#[test]
+fn sigterm_and_sigint_end_the_wait_with_143_and_130() {
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let mut guard =
+            Guard::spawn(waitfor().args(["--timeout", "0", &format!("127.0.0.1:{}", free_port())]));
+        assert_still_waiting(&mut guard, Duration::from_millis(300));
+        send_signal(guard.id(), signal);
+        let out = guard.finish(Duration::from_secs(10));
+        out.assert_code(code)
+            .assert_stderr_has(&format!("interrupted by SIG{signal}"));
+    }
+}
+
+#[test]
+fn exec_keeps_the_pid_and_passes_args_env_and_exit_code() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let guard = Guard::spawn(waitfor().env("PODKIT_TEST_VALUE", "from-env").args([
+        &format!("127.0.0.1:{port}"),
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo \"pid=$$ arg=$1 env=$PODKIT_TEST_VALUE\"; exit 7",
+        "sh",
+        "first arg",
+    ]));
+    let pid = guard.id();
+    let out = guard.finish(HANG_GUARD);
+    out.assert_code(7);
+    assert_eq!(
+        out.stdout.trim(),
+        format!("pid={pid} arg=first arg env=from-env")
+    );
+}
+
+#[test]
+fn command_that_cannot_run_exits_127_or_126_and_never_runs_after_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let ready = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let out = run(&[&ready, "--", "/nonexistent/app"]);
+    out.assert_code(127)
+        .assert_stderr_has("command not found: /nonexistent/app");
+    let marker = tempfile::tempdir().expect("tempdir");
+    let not_executable = marker.path().join("app");
+    std::fs::write(&not_executable, "#!/bin/sh\n").expect("write");
+    let not_executable = not_executable.to_str().expect("utf-8 path");
+    let out = run(&[&ready, "--", not_executable]);
+    out.assert_code(126).assert_stderr_has(&format!(
+        "command cannot be executed: {not_executable}: permission denied"
+    ));
+
+    let flag = marker.path().join("ran");
+    let out = run(&[
+        "--timeout",
+        "300ms",
+        &format!("127.0.0.1:{}", free_port()),
+        "--",
+        "/bin/touch",
+        flag.to_str().expect("utf-8 path"),
+    ]);
+    out.assert_code(124);
+    assert!(!flag.exists(), "COMMAND ran after a timeout");
+}

@@ -1,0 +1,141 @@
+//! `cargo xtask demo`: k8s-examples/init-wait on this machine. The dependency pod
+//! comes up 8 s late; the app pod's waitfor init container holds the app until it
+//! does. Prints the merged, timestamped logs of all three containers, then tears
+//! both pods down (also on failure). Network: `--network host`, traffic on
+//! 127.0.0.1:8081 only (podman-config.yaml).
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::cmd;
+use crate::error::{Error, Result};
+use crate::images;
+use crate::podman::{Engine, Played};
+
+const PORT: u16 = 8081;
+
+pub fn demo() -> Result<()> {
+    let engine = Engine::podman()?;
+    images::images()?;
+
+    let dir = cmd::workspace_root().join("k8s-examples").join("init-wait");
+    let config = dir.join("podman-config.yaml");
+    if TcpListener::bind(("127.0.0.1", PORT)).is_err() {
+        return Err(Error::new(format!(
+            "127.0.0.1:{PORT} is in use, and the demo's dependency listens there"
+        ))
+        .fix(format!(
+            "stop what listens on it (`ss -ltnp 'sport = :{PORT}'` shows it), or a leftover \
+             demo: `podman kube down {}`",
+            dir.join("dependency.yaml").display()
+        )));
+    }
+
+    println!("\n== init-wait demo ==");
+    let dependency = dir.join("dependency.yaml");
+    let _dependency_pod = Played::guard(&engine, &dependency);
+    play(&engine, &dependency, &config, Duration::from_secs(60))?;
+    println!(
+        "dependency pod is up; its server starts listening on 127.0.0.1:{PORT} only after 8 s\n"
+    );
+
+    let pod = dir.join("pod.yaml");
+    let _app_pod = Played::guard(&engine, &pod);
+    println!(
+        "playing the app pod: waitfor holds the app container until the dependency answers..."
+    );
+    let started = Instant::now();
+    play(&engine, &pod, &config, Duration::from_secs(120))?;
+    println!(
+        "`kube play` of the app pod returned after {:.1} s: the init container finished\n",
+        started.elapsed().as_secs_f64()
+    );
+    // The app's first line is written right after it starts; give it a moment.
+    thread::sleep(Duration::from_secs(1));
+
+    println!("timeline (podman logs -t of each container, merged):");
+    let mut lines = Vec::new();
+    for (who, container) in [
+        ("dependency", "init-wait-dependency-server"),
+        ("waitfor", "init-wait-waitfor"),
+        ("app", "init-wait-app"),
+    ] {
+        for line in engine.logs(container)?.lines() {
+            let (time, text) = line.split_once(' ').unwrap_or((line, ""));
+            lines.push((sortable(time), who, text.to_string()));
+        }
+    }
+    lines.sort();
+    for (time, who, text) in &lines {
+        let clock = time.get(11..23).unwrap_or(time);
+        println!("  {clock}  {who:<10} | {text}");
+    }
+
+    let when = "{{.State.StartedAt.Format \"15:04:05.000\"}}";
+    let ended = "{{.State.FinishedAt.Format \"15:04:05.000\"}}";
+    println!(
+        "\nwaitfor ran {} -> {} and exited {}; the app container started at {}",
+        engine.inspect("init-wait-waitfor", when)?,
+        engine.inspect("init-wait-waitfor", ended)?,
+        engine.inspect("init-wait-waitfor", "{{.State.ExitCode}}")?,
+        engine.inspect("init-wait-app", when)?,
+    );
+    println!("\ntearing down both pods");
+    Ok(())
+}
+
+fn play(engine: &Engine, yaml: &Path, config: &Path, timeout: Duration) -> Result<()> {
+    let (line, out) = engine.kube_play(yaml, "host", Some(config), timeout)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "`{line}` failed ({})\n  stderr: {}",
+            out.status,
+            cmd::tail(out.stderr.trim(), 20)
+        ))
+        .fix("`podman ps -a --pod` and `podman logs <container>` show what happened"))
+    }
+}
+
+/// RFC 3339 with the fraction padded to 9 digits: Go trims trailing zeros, which
+/// would break sorting the timestamps as strings.
+fn sortable(time: &str) -> String {
+    match time.split_once('.') {
+        Some((secs, rest)) => {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let zone = &rest[digits.len()..];
+            format!("{secs}.{digits:0<9}{zone}")
+        }
+        // "2006-01-02T15:04:05" is 19 bytes; the zone follows.
+        None if time.len() >= 19 && time.is_char_boundary(19) => {
+            format!("{}.000000000{}", &time[..19], &time[19..])
+        }
+        None => time.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sortable;
+
+    #[test]
+    fn timestamps_with_trimmed_fractions_sort_in_time_order() {
+        let mut times = vec![
+            sortable("2026-01-01T10:00:00.5Z"),
+            sortable("2026-01-01T10:00:00.123456789Z"),
+            sortable("2026-01-01T10:00:00Z"),
+        ];
+        times.sort();
+        assert_eq!(
+            times,
+            [
+                "2026-01-01T10:00:00.000000000Z",
+                "2026-01-01T10:00:00.123456789Z",
+                "2026-01-01T10:00:00.500000000Z"
+            ]
+        );
+    }
+}

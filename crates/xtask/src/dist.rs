@@ -1,0 +1,134 @@
+//! `cargo xtask dist`: release-build every shipped binary as a static executable
+//! and put it in `target/dist/<bin>`, where the Dockerfile copies it from.
+//! Guarantees: every file in target/dist passed the static check (no PT_INTERP).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::cmd::{self, human_size};
+use crate::elf;
+use crate::error::{Error, Result};
+
+/// The binaries we ship, one image each. Each is the binary of the package of the
+/// same name, and has a build target of the same name in the Dockerfile.
+pub const BINARIES: &[&str] = &["waitfor"];
+
+/// One binary in target/dist.
+pub struct DistBinary {
+    pub name: &'static str,
+    pub path: PathBuf,
+    pub size: u64,
+}
+
+/// The glibc target for this machine's architecture. glibc rather than musl
+/// because it needs no extra toolchain; `+crt-static` makes it a static-pie.
+pub fn target_triple() -> String {
+    format!("{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
+
+/// `<root>/target/dist`: the Dockerfile's build context expects it there.
+pub fn dist_dir() -> PathBuf {
+    cmd::workspace_root().join("target").join("dist")
+}
+
+/// Where cargo puts its output: `$CARGO_TARGET_DIR` (relative to the current
+/// directory, as cargo reads it) or `<root>/target`.
+fn cargo_target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if dir.is_absolute() {
+                dir
+            } else {
+                std::env::current_dir().unwrap_or_default().join(dir)
+            }
+        }
+        _ => cmd::workspace_root().join("target"),
+    }
+}
+
+pub fn dist() -> Result<Vec<DistBinary>> {
+    let triple = target_triple();
+    let mut build = cmd::cargo();
+    build.args(["build", "--release", "--target", &triple, "--bins"]);
+    for bin in BINARIES {
+        build.args(["-p", bin]);
+    }
+    // RUSTFLAGS (with --target) reaches only the target crates, not build scripts
+    // or proc macros, which must stay dynamic. CARGO_ENCODED_RUSTFLAGS would
+    // override it, so it goes.
+    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if !rustflags.contains("crt-static") {
+        rustflags = format!("{rustflags} -C target-feature=+crt-static")
+            .trim()
+            .to_string();
+    }
+    build
+        .env("RUSTFLAGS", &rustflags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd::run(
+        &mut build,
+        &format!(
+            "read the compiler errors above; the same build without the static flag is \
+             `cargo build --release -p {}`. If the target is missing: `rustup target add {triple}`",
+            BINARIES.join(" -p ")
+        ),
+    )?;
+
+    let out_dir = cargo_target_dir().join(&triple).join("release");
+    let dist = dist_dir();
+    fs::create_dir_all(&dist)
+        .map_err(|e| Error::new(format!("cannot create {}: {e}", dist.display())))?;
+
+    let mut built = Vec::new();
+    for &name in BINARIES {
+        let from = out_dir.join(name);
+        let to = dist.join(name);
+        copy(&from, &to)?;
+        if let Some(loader) = elf::interpreter(&to)? {
+            return Err(Error::new(format!(
+                "{} is dynamically linked (it asks for {loader}); images are FROM scratch and \
+                 need a static binary",
+                to.display()
+            ))
+            .fix(
+                "make sure nothing overrides RUSTFLAGS for this build (a `[target.*] rustflags` \
+                 or `[build] rustflags` in a .cargo/config.toml, or CARGO_TARGET_*_RUSTFLAGS)",
+            ));
+        }
+        let size = fs::metadata(&to).map(|m| m.len()).unwrap_or(0);
+        built.push(DistBinary {
+            name,
+            path: to,
+            size,
+        });
+    }
+
+    println!("\nstatic binaries:");
+    for b in &built {
+        println!(
+            "  {:<10} {:>10}  static  {}",
+            b.name,
+            human_size(b.size),
+            b.path.display()
+        );
+    }
+    Ok(built)
+}
+
+/// Copies through a temporary name and renames, so target/dist never holds a
+/// half-written binary (and a running copy of the old one is not overwritten).
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("tmp");
+    fs::copy(from, &tmp)
+        .and_then(|_| fs::rename(&tmp, to))
+        .map_err(|e| {
+            Error::new(format!(
+                "cannot copy {} to {}: {e}",
+                from.display(),
+                to.display()
+            ))
+            .fix("the release build above should have produced it; check CARGO_TARGET_DIR")
+        })?;
+    Ok(())
+}

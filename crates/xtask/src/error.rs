@@ -1,0 +1,38 @@
+//! The one error type of xtask: what failed, and what the person at the terminal
+//! can do about it. `main` prints both and exits nonzero.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub struct Error {
+    /// What failed, naming the command, file or image.
+    pub message: String,
+    /// How to fix it, when we know.
+    pub fix: Option<String>,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(message: impl Into<String>) -> Self {
+        Error {
+            message: message.into(),
+            fix: None,
+        }
+    }
+
+    pub fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.message)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n  fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
