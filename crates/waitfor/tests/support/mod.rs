@@ -12,9 +12,16 @@ use std::time::{Duration, Instant};
 /// The longest any single waitfor run may take in a test before the test fails.
 pub const HANG_GUARD: Duration = Duration::from_secs(60);
 
-/// A `waitfor` command with a clean `WAITFOR_*` environment and JSON logs on stderr.
+/// A `waitfor` command, set up by [`test_env`].
 pub fn waitfor() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_waitfor"));
+    test_env(&mut cmd);
+    cmd
+}
+
+/// Clears any `WAITFOR_*` and `RUST_LOG` the test runner has, asks for text logs (the tests match
+/// messages), and pipes the output.
+pub fn test_env(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars() {
         if key.starts_with("WAITFOR_") || key == "RUST_LOG" {
             cmd.env_remove(key);
@@ -23,8 +30,7 @@ pub fn waitfor() -> Command {
     cmd.env("WAITFOR_LOG_FORMAT", "text");
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(Stdio::null());
-    cmd
+        .stdin(Stdio::null())
 }
 
 /// A running process, killed when dropped.
