@@ -1,16 +1,19 @@
 //! Polling intervals: the first retry comes after [`INITIAL_INTERVAL`], each later one
 //! [`GROWTH`] times longer, up to `--max-interval`; each interval is jittered by ±20% so many
 //! Pods waiting for the same Service do not probe it in lockstep.
+//!
+//! With a growth of 1.1 the pause before the next attempt stays near a tenth of the time already
+//! waited, so a dependency that comes up after 2s is noticed within about 0.2s, one that comes up
+//! after a minute within `--max-interval`; meanwhile a target sees a few attempts a second at
+//! most, and at most one per `--max-interval` after the first ten seconds.
 
 use std::time::Duration;
 
 use rand::Rng;
 
 pub const INITIAL_INTERVAL: Duration = Duration::from_millis(50);
-/// Growth per attempt. Slower than doubling on purpose: a dependency that comes up a second or
-/// two late is still noticed within a small fraction of a second, and the probe rate (at most
-/// one attempt per target per `--max-interval` once grown) stays negligible for the peer.
-pub const GROWTH: f64 = 1.5;
+/// Growth per attempt: the interval reaches 1s after about 31 attempts, 10s into the wait.
+pub const GROWTH: f64 = 1.1;
 const JITTER: f64 = 0.2;
 
 #[derive(Debug, Clone)]
@@ -50,7 +53,7 @@ mod tests {
             "{first:?}"
         );
         let mut last = first;
-        for _ in 0..30 {
+        for _ in 0..60 {
             last = b.next_interval();
             assert!(last <= max);
         }
