@@ -1,0 +1,352 @@
+//! logship's command line (clap, every flag with a `LOGSHIP_*` env twin; repeatable flags take
+//! comma-separated lists from env) and its validation into a typed [`Config`]. Every error names
+//! the flag and the fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use podkit_runtime::logging::{LogFormat, LogSettings};
+use podkit_runtime::{parse_duration, parse_size};
+
+use crate::batch::Output;
+use crate::decode::{DecodeSettings, Format};
+use crate::discover::Globs;
+use crate::sink::SinkSpec;
+use crate::tail::{ReadFrom, TailSettings};
+
+/// The Downward API variables read into labels, and the label names they become.
+pub const DOWNWARD_API: [(&str, &str); 4] = [
+    ("POD_NAME", "pod"),
+    ("POD_NAMESPACE", "namespace"),
+    ("NODE_NAME", "node"),
+    ("CONTAINER_NAME", "container"),
+];
+
+const AFTER_HELP: &str = "\
+Sinks: stdout (default), file:///path.
+Labels: --label key=value, plus pod, namespace, node and container from the Downward API
+variables POD_NAME, POD_NAMESPACE, NODE_NAME and CONTAINER_NAME when set.
+Lines longer than --max-line-bytes are split into pieces of at most that size (never dropped).
+
+Exit codes: 0 done (drained after SIGTERM, --oneshot, --exit-on-file); 1 a sink failed or the
+drain did not finish in --drain-timeout; 2 usage or configuration error (including an
+unwritable checkpoint directory).";
+
+/// Tail log files on a shared volume and ship every line, once, through rotation and restarts.
+#[derive(Debug, Parser)]
+#[command(name = "logship", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Files to read, as absolute globs (e.g. /var/log/app/*.log); repeatable.
+    #[arg(
+        long = "path",
+        env = "LOGSHIP_PATH",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub paths: Vec<String>,
+
+    /// Files to leave out, as globs; repeatable.
+    #[arg(long, env = "LOGSHIP_EXCLUDE", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+
+    /// Where to start files that exist at the very first start (no checkpoints yet).
+    #[arg(long, env = "LOGSHIP_READ_FROM", value_enum, default_value = "head")]
+    pub read_from: ReadFrom,
+
+    /// Where to ship: stdout or file:///path; repeatable (every sink gets every line).
+    #[arg(
+        long = "sink",
+        env = "LOGSHIP_SINK",
+        value_delimiter = ',',
+        default_value = "stdout"
+    )]
+    pub sinks: Vec<String>,
+
+    /// Output shape: raw lines, or one JSON object per line.
+    #[arg(long, env = "LOGSHIP_OUTPUT", value_enum, default_value = "raw")]
+    pub output: Output,
+
+    /// A label added to every JSON record, key=value; repeatable.
+    #[arg(long = "label", env = "LOGSHIP_LABEL", value_delimiter = ',')]
+    pub labels: Vec<String>,
+
+    /// Input format of the files.
+    #[arg(long, env = "LOGSHIP_FORMAT", value_enum, default_value = "raw")]
+    pub format: Format,
+
+    /// A regex that matches the first line of a multiline event (e.g. '^\d{4}-').
+    #[arg(long, env = "LOGSHIP_MULTILINE_START")]
+    pub multiline_start: Option<String>,
+
+    /// Ship a pending multiline event when nothing has followed it for this long.
+    #[arg(long, env = "LOGSHIP_MULTILINE_TIMEOUT", default_value = "1s")]
+    pub multiline_timeout: String,
+
+    /// The largest multiline or joined CRI event; the rest is cut and counted.
+    #[arg(long, env = "LOGSHIP_MAX_EVENT_BYTES", default_value = "1MiB")]
+    pub max_event_bytes: String,
+
+    /// The longest line; longer lines are split into pieces of this size.
+    #[arg(long, env = "LOGSHIP_MAX_LINE_BYTES", default_value = "256KiB")]
+    pub max_line_bytes: String,
+
+    /// Where positions are kept (default: .logship/ beside the first --path).
+    #[arg(long, env = "LOGSHIP_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+
+    /// How often acknowledged positions are written.
+    #[arg(long, env = "LOGSHIP_CHECKPOINT_INTERVAL", default_value = "1s")]
+    pub checkpoint_interval: String,
+
+    /// Serve /healthz, /readyz and /metrics on this address (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "LOGSHIP_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
+    /// Read every file to its end, ship, checkpoint, exit.
+    #[arg(long, env = "LOGSHIP_ONESHOT")]
+    pub oneshot: bool,
+
+    /// Once this file exists: read everything to its end, ship, checkpoint, exit 0 (Jobs).
+    #[arg(long, env = "LOGSHIP_EXIT_ON_FILE")]
+    pub exit_on_file: Option<PathBuf>,
+
+    /// After SIGTERM, the longest time to finish reading, shipping and checkpointing.
+    #[arg(long, env = "LOGSHIP_DRAIN_TIMEOUT", default_value = "10s")]
+    pub drain_timeout: String,
+
+    /// A batch holds at most this many events.
+    #[arg(long, env = "LOGSHIP_BATCH_MAX_LINES", default_value = "10000")]
+    pub batch_max_lines: String,
+
+    /// A batch holds at most about this many bytes of messages.
+    #[arg(long, env = "LOGSHIP_BATCH_MAX_BYTES", default_value = "1MiB")]
+    pub batch_max_bytes: String,
+
+    /// A batch waits at most this long for more events.
+    #[arg(long, env = "LOGSHIP_BATCH_TIMEOUT", default_value = "1s")]
+    pub batch_timeout: String,
+
+    /// How often files are checked for rotation, truncation and deletion (the safety net under
+    /// change events).
+    #[arg(long, env = "LOGSHIP_POLL_INTERVAL", default_value = "250ms")]
+    pub poll_interval: String,
+
+    /// How often the globs are scanned for new files (change events trigger scans too).
+    #[arg(long, env = "LOGSHIP_SCAN_INTERVAL", default_value = "1s")]
+    pub scan_interval: String,
+
+    /// How long a rotated or deleted file stays open after reaching its end, for late writes.
+    #[arg(long, env = "LOGSHIP_ROTATE_WAIT", default_value = "5s")]
+    pub rotate_wait: String,
+
+    /// Log format: auto (text on a terminal, JSON otherwise), text or json.
+    #[arg(long, env = "LOGSHIP_LOG_FORMAT", value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+
+    /// Log level or filter; RUST_LOG overrides it.
+    #[arg(long, env = "LOGSHIP_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub tail: TailSettings,
+    pub sinks: Vec<SinkSpec>,
+    pub output: Output,
+    pub labels: Vec<(String, String)>,
+    pub checkpoint_dir: PathBuf,
+    pub checkpoint_interval: Duration,
+    pub admin: Option<SocketAddr>,
+    pub drain_timeout: Duration,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Validates the command line; `env` looks up the Downward API variables.
+    pub fn from_cli(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let e = |m: String| ConfigError(m);
+        let duration =
+            |flag: &str, v: &str| parse_duration(v).map_err(|x| e(format!("--{flag}: {x}")));
+        let nonzero = |flag: &str, v: &str| {
+            let d = duration(flag, v)?;
+            if d.is_zero() {
+                return Err(e(format!("--{flag} must be more than 0")));
+            }
+            Ok(d)
+        };
+        let size = |flag: &str, v: &str| -> Result<usize, ConfigError> {
+            match parse_size(v) {
+                Ok(0) => Err(e(format!("--{flag} must be more than 0"))),
+                Ok(n) => usize::try_from(n).map_err(|_| e(format!("--{flag} {v:?} is too large"))),
+                Err(x) => Err(e(format!("--{flag}: {x}"))),
+            }
+        };
+        let globs = Globs::new(&cli.paths, &cli.exclude).map_err(|x| e(x.to_string()))?;
+        let sinks = cli
+            .sinks
+            .iter()
+            .map(|s| SinkSpec::parse(s.trim()).map_err(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut labels = Vec::new();
+        for l in &cli.labels {
+            match l.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    labels.push((k.trim().to_string(), v.to_string()))
+                }
+                _ => {
+                    return Err(e(format!(
+                        "--label {l:?}: use key=value, e.g. --label app=web"
+                    )))
+                }
+            }
+        }
+        for (var, name) in DOWNWARD_API {
+            if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+                if !labels.iter().any(|(k, _)| k == name) {
+                    labels.push((name.to_string(), v));
+                }
+            }
+        }
+        let multiline_start = cli
+            .multiline_start
+            .as_deref()
+            .map(|re| {
+                regex::bytes::Regex::new(re).map_err(|x| {
+                    let last = x
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    e(format!(
+                        "--multiline-start {re:?} is not a valid regular expression: {last}"
+                    ))
+                })
+            })
+            .transpose()?;
+        let checkpoint_dir = match cli.checkpoint_dir {
+            Some(d) => d,
+            None => globs
+                .first_dir()
+                .map(|d| d.join(".logship"))
+                .ok_or_else(|| e("--path is required".into()))?,
+        };
+        let batch_max_lines = match cli.batch_max_lines.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                return Err(e(format!(
+                    "--batch-max-lines {:?}: give a whole number above 0",
+                    cli.batch_max_lines
+                )))
+            }
+        };
+        let exit_on_file = match cli.exit_on_file {
+            Some(p) if !p.is_absolute() => {
+                return Err(e(format!(
+                    "--exit-on-file {}: give an absolute path",
+                    p.display()
+                )))
+            }
+            other => other,
+        };
+        Ok(Config {
+            tail: TailSettings {
+                globs,
+                read_from: cli.read_from,
+                max_line_bytes: size("max-line-bytes", &cli.max_line_bytes)?,
+                decode: DecodeSettings {
+                    format: cli.format,
+                    multiline_start,
+                    multiline_timeout: nonzero("multiline-timeout", &cli.multiline_timeout)?,
+                    max_event_bytes: size("max-event-bytes", &cli.max_event_bytes)?,
+                },
+                batch_max_lines,
+                batch_max_bytes: size("batch-max-bytes", &cli.batch_max_bytes)?,
+                batch_timeout: nonzero("batch-timeout", &cli.batch_timeout)?,
+                poll_interval: nonzero("poll-interval", &cli.poll_interval)?,
+                scan_interval: nonzero("scan-interval", &cli.scan_interval)?,
+                rotate_wait: duration("rotate-wait", &cli.rotate_wait)?,
+                exit_on_file,
+                oneshot: cli.oneshot,
+            },
+            sinks,
+            output: cli.output,
+            labels,
+            checkpoint_dir,
+            checkpoint_interval: nonzero("checkpoint-interval", &cli.checkpoint_interval)?,
+            admin: cli.admin,
+            drain_timeout: nonzero("drain-timeout", &cli.drain_timeout)?,
+            log: LogSettings {
+                format: cli.log_format,
+                level: cli.log_level,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("logship").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::from_cli(cli, |k| {
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn defaults_and_downward_api_labels() {
+        let c = parse(
+            &["--path", "/logs/*.log", "--label", "app=web"],
+            &[("POD_NAME", "web-1"), ("POD_NAMESPACE", "prod")],
+        )
+        .expect("valid");
+        assert_eq!(c.checkpoint_dir, PathBuf::from("/logs/.logship"));
+        assert_eq!(c.sinks, vec![SinkSpec::Stdout]);
+        assert_eq!(c.tail.max_line_bytes, 256 * 1024);
+        assert_eq!(
+            c.labels,
+            vec![
+                ("app".into(), "web".into()),
+                ("pod".into(), "web-1".into()),
+                ("namespace".into(), "prod".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, needle) in [
+            (vec!["--path", "logs/*.log"], "--path"),
+            (vec!["--path", "/l/*.log", "--sink", "kafka://x"], "--sink"),
+            (vec!["--path", "/l/*.log", "--label", "novalue"], "--label"),
+            (
+                vec!["--path", "/l/*.log", "--multiline-start", "("],
+                "--multiline-start",
+            ),
+            (
+                vec!["--path", "/l/*.log", "--max-line-bytes", "0"],
+                "--max-line-bytes",
+            ),
+            (
+                vec!["--path", "/l/*.log", "--drain-timeout", "soon"],
+                "--drain-timeout",
+            ),
+        ] {
+            let err = parse(&args, &[]).expect_err("invalid");
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

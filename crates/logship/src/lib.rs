@@ -1,0 +1,221 @@
+//! logship: the log sidecar. The data path, one module each: discover ([`discover`]) → read
+//! ([`tail`], [`reader`], [`identity`]) → decode ([`decode`]) → batch ([`batch`]) → sinks
+//! ([`sink`], each acknowledging) → checkpoint ([`checkpoint`], acknowledged offsets only).
+//! [`run`] wires them together and owns the drain.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod decode;
+pub mod discover;
+pub mod identity;
+pub mod metrics;
+pub mod reader;
+pub mod sink;
+pub mod tail;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use podkit_runtime::admin::{Admin, Readiness};
+use podkit_runtime::Shutdown;
+use tokio::net::TcpListener;
+
+use batch::{Batch, Encoder};
+use checkpoint::{CheckpointError, Positions, Store};
+pub use config::{Cli, Config, ConfigError};
+use metrics::Metrics;
+use sink::{Acks, SinkContext, SinkError};
+use tail::{Ended, Tailer};
+
+/// Exit code for usage and configuration errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code when a sink failed or the drain ran out of time.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("the drain did not finish within --drain-timeout {0}; what was not acknowledged will be shipped again after a restart")]
+    DrainTimeout(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Checkpoint(CheckpointError::NotWritable { .. }) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+}
+
+/// Runs until drained (SIGTERM), `--oneshot` is done, or `--exit-on-file` appears. `admin` is
+/// the listener for `--admin`, bound by the caller.
+pub async fn run(
+    config: Config,
+    admin: Option<TcpListener>,
+    mut shutdown: Shutdown,
+) -> Result<Ended, RunError> {
+    let store = Store::open(&config.checkpoint_dir)?;
+    let loaded = store.load();
+    let positions = Arc::new(Positions::new(loaded.entries));
+    let (metrics, registry) = Metrics::new();
+    let metrics = Arc::new(metrics);
+    let readiness = Readiness::default();
+    if let Some(listener) = admin {
+        let admin = Admin {
+            registry: Arc::new(registry),
+            readiness: readiness.clone(),
+        };
+        tokio::spawn(admin.serve(listener, shutdown.clone()));
+    }
+
+    let encoder = Encoder::new(config.output, &config.labels);
+    let acks = Arc::new(Acks::new(
+        config.sinks.len(),
+        Arc::clone(&positions),
+        Arc::clone(&metrics),
+    ));
+    let mut senders = Vec::new();
+    let mut sink_tasks = Vec::new();
+    for spec in &config.sinks {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Arc<Batch>>(sink::QUEUE_BATCHES);
+        let ctx = SinkContext {
+            encoder: encoder.clone(),
+            acks: Arc::clone(&acks),
+        };
+        sink_tasks.push((spec.to_string(), sink::spawn(spec, rx, ctx)?));
+        senders.push(tx);
+    }
+    let outlet_acks = Arc::clone(&acks);
+    let outlet: tail::Outlet = Box::new(move |batch: Batch| {
+        outlet_acks.register(&batch);
+        let batch = Arc::new(batch);
+        for tx in &senders {
+            tx.blocking_send(Arc::clone(&batch)).map_err(|_| ())?;
+        }
+        Ok(())
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (wake_tx, wake_rx) = mpsc::sync_channel(1);
+    let _watcher = discover::watch(&config.tail.globs, wake_tx.clone());
+    let tailer = Tailer::new(
+        config.tail.clone(),
+        Arc::clone(&positions),
+        Arc::clone(&metrics),
+        outlet,
+        Arc::clone(&stop),
+        wake_rx,
+        loaded.first_start,
+    );
+    tracing::info!(
+        paths = ?config.tail.globs, sinks = ?config.sinks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        checkpoints = %store.path().display(), first_start = loaded.first_start,
+        "logship started: checkpoints in {}", store.path().display()
+    );
+    let mut tail_task = tokio::task::spawn_blocking(move || tailer.run());
+    readiness.set(true);
+
+    let checkpointer = {
+        let (store, positions, metrics) =
+            (store.clone(), Arc::clone(&positions), Arc::clone(&metrics));
+        let interval = config.checkpoint_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                save(&store, &positions, &metrics, false).await;
+            }
+        })
+    };
+
+    let mut drain_deadline = None;
+    let ended = tokio::select! {
+        ended = &mut tail_task => ended,
+        signal = shutdown.recv() => {
+            tracing::info!(signal = ?signal, "stopping: reading what was written, shipping it, saving positions (within {})",
+                podkit_runtime::units::format_duration(config.drain_timeout));
+            readiness.set(false);
+            stop.store(true, Ordering::SeqCst);
+            let _ = wake_tx.try_send(false);
+            let deadline = tokio::time::Instant::now() + config.drain_timeout;
+            drain_deadline = Some(deadline);
+            match tokio::time::timeout_at(deadline, &mut tail_task).await {
+                Ok(ended) => ended,
+                Err(_) => {
+                    checkpointer.abort();
+                    save(&store, &positions, &metrics, true).await;
+                    return Err(RunError::DrainTimeout(podkit_runtime::units::format_duration(config.drain_timeout)));
+                }
+            }
+        }
+    }
+    .map_err(|e| RunError::Internal(format!("the reader thread failed: {e}")))?;
+    readiness.set(false);
+
+    // The reader has sent its last batch and dropped the sink channels: wait for the sinks.
+    let deadline =
+        drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + config.drain_timeout);
+    let mut failure = None;
+    for (name, task) in sink_tasks {
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => failure = Some(RunError::Sink(e)),
+            Ok(Err(e)) => {
+                failure = Some(RunError::Internal(format!("sink {name} task failed: {e}")))
+            }
+            Err(_) => {
+                failure = Some(RunError::DrainTimeout(
+                    podkit_runtime::units::format_duration(config.drain_timeout),
+                ))
+            }
+        }
+    }
+    checkpointer.abort();
+    save(&store, &positions, &metrics, true).await;
+    if ended == Ended::SinksClosed && failure.is_none() {
+        failure = Some(RunError::Internal(
+            "the sinks stopped accepting batches".into(),
+        ));
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!(ended = ?ended, shipped = metrics.lines_shipped.get(), "done: {} lines shipped", metrics.lines_shipped.get());
+            Ok(ended)
+        }
+    }
+}
+
+/// Writes the checkpoint file if positions changed (or always, when `force`).
+async fn save(store: &Store, positions: &Positions, metrics: &Metrics, force: bool) {
+    let entries = if force {
+        Some(positions.snapshot())
+    } else {
+        positions.snapshot_if_dirty()
+    };
+    let Some(entries) = entries else { return };
+    let store = store.clone();
+    let result = tokio::task::spawn_blocking(move || store.save(&entries)).await;
+    match result {
+        Ok(Ok(())) => {
+            metrics.checkpoint_writes.inc();
+        }
+        Ok(Err(e)) => {
+            metrics.checkpoint_errors.inc();
+            tracing::error!(error = %e, "{e}");
+        }
+        Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
+    };
+}
+
+/// How long the reader sleeps at most between polls; exposed for tests.
+pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
