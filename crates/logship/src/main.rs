@@ -15,15 +15,7 @@ fn main() -> ExitCode {
                 let _ = err.print();
                 return ExitCode::SUCCESS;
             }
-            let rendered = err.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid usage");
-            eprintln!(
-                "logship: {} (see logship --help)",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("{}", podkit_runtime::usage_error_line("logship", &err));
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -101,6 +101,9 @@ pub struct Tailer {
     first_start: bool,
     files: Vec<Tracked>,
     standby: Vec<Standby>,
+    /// Fingerprints of files let go or truncated lately, with how far they were read: a copy
+    /// found after its original was truncated resumes there, even before the acknowledgement.
+    recent: std::collections::VecDeque<(Head, u64)>,
     next_id: FileId,
     batch: Batch,
     batch_started: Option<Instant>,
@@ -133,6 +136,7 @@ impl Tailer {
             first_start,
             files: Vec::new(),
             standby: Vec::new(),
+            recent: std::collections::VecDeque::new(),
             next_id: 1,
             batch: Batch::default(),
             batch_started: None,
@@ -398,7 +402,28 @@ impl Tailer {
             });
             return Ok(());
         }
-        let offset = match self.positions.claim(dev_ino, &file, size) {
+        let recent = head
+            .is_fingerprint()
+            .then(|| self.recent.iter().position(|(h, _)| *h == head))
+            .flatten()
+            .and_then(|i| self.recent.remove(i));
+        let claimed = self.positions.claim(dev_ino, &file, size);
+        let claimed = match (recent, claimed) {
+            (Some((_, offset)), Some(mut entry)) => {
+                entry.offset = entry.offset.max(offset);
+                Some(entry)
+            }
+            (Some((_, offset)), None) => Some(Entry {
+                path: String::new(),
+                dev: 0,
+                ino: 0,
+                head_len: head.len,
+                head_hash: head.hash,
+                offset,
+            }),
+            (None, claimed) => claimed,
+        };
+        let offset = match claimed {
             Some(entry) if entry.offset > size => {
                 tracing::warn!(file = %path.display(), "{} is shorter than its checkpoint: truncated while we were down; reading it from the start", path.display());
                 0
@@ -537,7 +562,17 @@ impl Tailer {
                 offset: 0,
             },
         );
+        self.remember(old_head, old_offset);
         self.promote_standby(old_head, old_offset);
+    }
+
+    fn remember(&mut self, head: Head, offset: u64) {
+        if head.is_fingerprint() {
+            if self.recent.len() >= 64 {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((head, offset));
+        }
     }
 
     /// A copy on standby takes over the position of the file it copied.
@@ -556,6 +591,7 @@ impl Tailer {
         let t = self.files.swap_remove(i);
         tracing::info!(file = %t.path.display(), offset = t.offset, "done with {} (read to its end)", t.path.display());
         self.positions.release(t.id, t.emitted);
+        self.remember(t.head, t.offset);
         self.metrics.forget(&t.label);
         self.promote_standby(t.head, t.offset);
     }

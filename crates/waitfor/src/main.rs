@@ -15,15 +15,7 @@ fn main() -> ExitCode {
                 let _ = err.print();
                 return ExitCode::SUCCESS;
             }
-            let rendered = err.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid usage");
-            eprintln!(
-                "waitfor: {} (see waitfor --help)",
-                first.trim_start_matches("error: ")
-            );
+            eprintln!("{}", podkit_runtime::usage_error_line("waitfor", &err));
             return ExitCode::from(EXIT_USAGE);
         }
     };

@@ -1,0 +1,422 @@
+//! logship's behaviours, one test each, against the real binary and real files.
+
+mod support;
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use support::*;
+
+fn json_lines(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn oneshot_ships_every_file_to_its_end_and_a_restart_ships_nothing_again() {
+    let s = Scene::new();
+    append(&s.log("a.log"), "a1\na2\n");
+    append(&s.log("b.log"), "b1\nb2 without newline");
+    let (code, _, _) =
+        Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--oneshot"])).finish(LIMIT);
+    assert_eq!(code, Some(0), "{}", s.stderr());
+    assert_eq!(s.shipped(), vec!["a1", "a2", "b1", "b2 without newline"]);
+
+    append(&s.log("a.log"), "a3\n");
+    let (code, _, _) =
+        Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--oneshot"])).finish(LIMIT);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        s.shipped(),
+        vec!["a1", "a2", "b1", "b2 without newline", "a3"]
+    );
+}
+
+#[test]
+fn read_from_end_skips_what_existed_at_the_very_first_start_only() {
+    let s = Scene::new();
+    append(&s.log("old.log"), "before\n");
+    let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--read-from", "end"]));
+    std::thread::sleep(Duration::from_millis(500));
+    append(&s.log("old.log"), "after\n");
+    append(&s.log("new.log"), "new file from its start\n");
+    s.wait_for("the new lines", |l| l.len() >= 2);
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0));
+    let mut got = s.shipped();
+    got.sort();
+    assert_eq!(got, vec!["after", "new file from its start"]);
+}
+
+#[test]
+fn json_output_carries_labels_file_timestamp_and_parsed_fields() {
+    let s = Scene::new();
+    append(
+        &s.log("app.log"),
+        "{\"level\":\"warn\",\"msg\":\"disk\"}\nnot json at all\n",
+    );
+    let mut cmd = s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--oneshot",
+        "--format",
+        "json",
+        "--output",
+        "json",
+        "--label",
+        "team=core",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
+    cmd.env("POD_NAME", "web-7")
+        .env("POD_NAMESPACE", "shop")
+        .env("CONTAINER_NAME", "app");
+    let (code, _, _) = Guard::spawn(&mut cmd).finish(LIMIT);
+    assert_eq!(code, Some(0), "{}", s.stderr());
+    let recs = json_lines(&s.shipped());
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["fields"]["level"], "warn");
+    assert_eq!(recs[0]["labels"]["team"], "core");
+    assert_eq!(recs[0]["labels"]["pod"], "web-7");
+    assert_eq!(recs[0]["labels"]["namespace"], "shop");
+    assert_eq!(recs[0]["labels"]["container"], "app");
+    assert_eq!(recs[0]["file"], s.log("app.log").display().to_string());
+    assert!(recs[0]["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    // The invalid line is shipped as it was, without fields.
+    assert_eq!(recs[1]["message"], "not json at all");
+    assert!(recs[1].get("fields").is_none());
+}
+
+#[test]
+fn cri_partials_are_joined_and_stream_kept() {
+    let s = Scene::new();
+    append(
+        &s.log("c.log"),
+        "2024-05-01T10:00:00.000000001Z stdout P first half \n\
+         2024-05-01T10:00:00.000000002Z stdout F and second half\n\
+         2024-05-01T10:00:00.000000003Z stderr F an error\n",
+    );
+    let (code, _, _) = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--oneshot",
+        "--format",
+        "cri",
+        "--output",
+        "json",
+    ]))
+    .finish(LIMIT);
+    assert_eq!(code, Some(0));
+    let recs = json_lines(&s.shipped());
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0]["message"], "first half and second half");
+    assert_eq!(recs[0]["fields"]["stream"], "stdout");
+    assert_eq!(recs[0]["fields"]["time"], "2024-05-01T10:00:00.000000001Z");
+    assert_eq!(recs[1]["fields"]["stream"], "stderr");
+}
+
+#[test]
+fn java_stack_traces_become_one_event_and_the_last_one_flushes_on_timeout() {
+    let s = Scene::new();
+    let g = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--output",
+        "json",
+        "--multiline-start",
+        r"^\d{4}-\d{2}-\d{2} ",
+        "--multiline-timeout",
+        "300ms",
+    ]));
+    append(
+        &s.log("java.log"),
+        "2024-05-01 12:00:00 ERROR request failed\n\
+         java.lang.IllegalStateException: boom\n\
+         \tat com.example.Service.handle(Service.java:42)\n\
+         \tat com.example.Server.run(Server.java:7)\n\
+         2024-05-01 12:00:01 INFO next request\n\
+         2024-05-01 12:00:02 ERROR again\n\
+         \tat com.example.Service.handle(Service.java:43)\n",
+    );
+    // The last event has no successor: only the timeout can ship it.
+    s.wait_for("three events", |l| l.len() >= 3);
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0));
+    let recs = json_lines(&s.shipped());
+    assert_eq!(recs.len(), 3, "{recs:?}");
+    let first = recs[0]["message"].as_str().unwrap_or_default();
+    assert_eq!(first.lines().count(), 4, "{first}");
+    assert!(first.ends_with("Server.java:7)"));
+    assert_eq!(recs[1]["message"], "2024-05-01 12:00:01 INFO next request");
+    assert_eq!(
+        recs[2]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .lines()
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn files_created_later_are_discovered_and_excludes_hold() {
+    let s = Scene::new();
+    let g = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--exclude",
+        &s.glob("skip*.log"),
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::create_dir(s.logs().join("sub")).expect("subdir");
+    append(&s.log("later.log"), "found later\n");
+    append(&s.log("skip-me.log"), "excluded\n");
+    append(&s.logs().join("sub/deeper.log"), "not matched\n");
+    s.wait_for("the later file", |l| l.contains(&"found later".to_string()));
+    std::thread::sleep(Duration::from_millis(500));
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0));
+    assert_eq!(s.shipped(), vec!["found later"]);
+}
+
+#[test]
+fn a_reused_inode_is_a_new_file() {
+    let s = Scene::new();
+    let glob = s.glob("*.log");
+    append(&s.log("first.log"), "old content\n");
+    assert_eq!(
+        Guard::spawn(&mut s.logship(&["--path", &glob, "--oneshot"]))
+            .finish(LIMIT)
+            .0,
+        Some(0)
+    );
+    let old_ino = std::fs::metadata(s.log("first.log")).expect("stat").ino();
+    std::fs::remove_file(s.log("first.log")).expect("rm");
+    // Most filesystems hand the freed inode to the next file; try a few names until one gets it.
+    let mut reused = None;
+    for i in 0..50 {
+        let p = s.log(&format!("second-{i}.log"));
+        append(&p, "new content, longer than the old one\n");
+        if std::fs::metadata(&p).expect("stat").ino() == old_ino {
+            reused = Some(p);
+            break;
+        }
+        std::fs::remove_file(&p).expect("rm");
+    }
+    let reused = reused.expect(
+        "the filesystem never reused the inode; this test needs one that does (ext4, tmpfs)",
+    );
+    assert_eq!(
+        Guard::spawn(&mut s.logship(&["--path", &glob, "--oneshot"]))
+            .finish(LIMIT)
+            .0,
+        Some(0)
+    );
+    assert_eq!(
+        s.shipped(),
+        vec!["old content", "new content, longer than the old one"],
+        "{}",
+        reused.display()
+    );
+}
+
+#[test]
+fn lines_longer_than_the_limit_are_split_not_lost() {
+    let s = Scene::new();
+    let long = "x".repeat(2500);
+    append(&s.log("big.log"), &format!("short\n{long}\nafter\n"));
+    let (code, _, _) = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--oneshot",
+        "--max-line-bytes",
+        "1KiB",
+        "--admin",
+        "127.0.0.1:0",
+    ]))
+    .finish(LIMIT);
+    assert_eq!(code, Some(0));
+    let got = s.shipped();
+    assert_eq!(
+        got.len(),
+        5,
+        "{:?}",
+        got.iter().map(String::len).collect::<Vec<_>>()
+    );
+    assert_eq!(got[0], "short");
+    assert_eq!(
+        (got[1].len(), got[2].len(), got[3].len()),
+        (1024, 1024, 452)
+    );
+    assert_eq!(got[1..4].concat(), long);
+    assert_eq!(got[4], "after");
+}
+
+#[test]
+fn invalid_utf8_is_shipped_lossily() {
+    let s = Scene::new();
+    std::fs::write(s.log("bin.log"), b"caf\xe9 au lait\nok\n").expect("write");
+    let (code, _, _) = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--oneshot",
+        "--output",
+        "json",
+    ]))
+    .finish(LIMIT);
+    assert_eq!(code, Some(0));
+    let recs = json_lines(&s.shipped());
+    assert_eq!(recs[0]["message"], "caf\u{fffd} au lait");
+    assert_eq!(recs[1]["message"], "ok");
+}
+
+#[test]
+fn an_unwritable_checkpoint_dir_is_a_clear_usage_error() {
+    let s = Scene::new();
+    append(&s.log("a.log"), "x\n");
+    // A path under a regular file can never be created, even by root.
+    let blocker = s.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").expect("write");
+    let dir = blocker.join("checkpoints");
+    let (code, _, _) = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--oneshot",
+        "--checkpoint-dir",
+        dir.to_str().expect("utf-8"),
+    ]))
+    .finish(LIMIT);
+    assert_eq!(code, Some(2));
+    let err = s.stderr();
+    assert!(
+        err.contains("is not writable") && err.contains("set --checkpoint-dir"),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_are_one_line_with_exit_2() {
+    for (args, needle) in [
+        (vec![], "--path"),
+        (vec!["--path", "relative/*.log"], "must be absolute"),
+        (
+            vec!["--path", "/x/*.log", "--sink", "s3://bucket"],
+            "unknown sink",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--multiline-start", "(("],
+            "--multiline-start",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--read-from", "middle"],
+            "middle",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
+            .args(&args)
+            .env_remove("LOGSHIP_PATH")
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn sigterm_drains_everything_written_including_an_unfinished_last_line() {
+    let s = Scene::new();
+    let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log")]));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut text = String::new();
+    for i in 0..5000 {
+        text.push_str(&format!("line {i}\n"));
+    }
+    text.push_str("last words without newline");
+    append(&s.log("app.log"), &text);
+    g.signal("TERM");
+    let (code, _, _) = g.finish(LIMIT);
+    assert_eq!(code, Some(0), "{}", s.stderr());
+    let got = s.shipped();
+    assert_eq!(got.len(), 5001);
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("last words without newline")
+    );
+    let cp =
+        std::fs::read_to_string(s.logs().join(".logship/checkpoints.json")).expect("checkpoint");
+    assert!(cp.contains(&format!("\"offset\":{}", text.len())), "{cp}");
+}
+
+#[test]
+fn exit_on_file_reads_everything_then_exits_0() {
+    let s = Scene::new();
+    let done = s.dir.path().join("job-done");
+    let g = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--exit-on-file",
+        done.to_str().expect("utf-8"),
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    append(&s.log("job.log"), "step 1\nstep 2\nfinished\n");
+    std::fs::write(&done, "").expect("touch");
+    let (code, _, _) = g.finish(LIMIT);
+    assert_eq!(code, Some(0));
+    assert_eq!(s.shipped(), vec!["step 1", "step 2", "finished"]);
+}
+
+#[test]
+fn stdout_sink_and_admin_metrics() {
+    let s = Scene::new();
+    append(&s.log("a.log"), "one\ntwo\n");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_logship"));
+    cmd.args([
+        "--path",
+        &s.glob("*.log"),
+        "--admin",
+        &format!("127.0.0.1:{port}"),
+        "--log-format",
+        "text",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    let g = Guard::spawn(&mut cmd);
+    let metrics = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            let body = http_get(port, "/metrics")?;
+            body.contains("logship_shipped_lines_total 2")
+                .then_some(body)
+        })
+        .expect("metrics show two shipped lines");
+    assert!(metrics.contains("logship_files_watched 1"), "{metrics}");
+    assert!(
+        metrics.contains("logship_read_bytes_total{file="),
+        "{metrics}"
+    );
+    assert!(http_get(port, "/readyz").is_some_and(|b| b.contains("ready")));
+    g.signal("TERM");
+    let (code, out, _) = g.finish(LIMIT);
+    assert_eq!(code, Some(0));
+    assert_eq!(out, "one\ntwo\n");
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}

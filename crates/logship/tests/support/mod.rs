@@ -1,0 +1,181 @@
+//! Helpers for the logship integration tests: the real binary in a temp directory with a
+//! file sink, bounded waits (a hang fails the test), and reading what was shipped.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// A directory with `logs/` to tail and `out.log` as the file sink.
+pub struct Scene {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scene {
+    pub fn new() -> Scene {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("logs")).expect("logs dir");
+        Scene { dir }
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs().join(name)
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.path().join("out.log")
+    }
+
+    pub fn glob(&self, pattern: &str) -> String {
+        format!("{}/{pattern}", self.logs().display())
+    }
+
+    /// logship with `args`, shipping to this scene's file sink, fast polling, text logs.
+    pub fn logship(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logship"));
+        for (key, _) in std::env::vars() {
+            if key.starts_with("LOGSHIP_") || key == "RUST_LOG" || key.starts_with("POD_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("LOGSHIP_LOG_FORMAT", "text")
+            .arg("--sink")
+            .arg(format!("file://{}", self.out().display()))
+            .args([
+                "--poll-interval",
+                "50ms",
+                "--scan-interval",
+                "200ms",
+                "--rotate-wait",
+                "300ms",
+            ])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(self.stderr_file());
+        cmd
+    }
+
+    /// logship's stderr goes to a file (appended across restarts), so a chatty run can never
+    /// block on a full pipe.
+    fn stderr_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.stderr_path())
+            .expect("stderr file")
+    }
+
+    pub fn stderr_path(&self) -> PathBuf {
+        self.dir.path().join("logship.stderr")
+    }
+
+    /// Everything logship wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
+    }
+
+    /// What the file sink holds, line by line.
+    pub fn shipped(&self) -> Vec<String> {
+        std::fs::read_to_string(self.out())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Waits until `done(shipped lines)` holds, failing after `LIMIT`.
+    pub fn wait_for(&self, what: &str, done: impl Fn(&[String]) -> bool) {
+        let start = Instant::now();
+        loop {
+            let lines = self.shipped();
+            if done(&lines) {
+                return;
+            }
+            if start.elapsed() > LIMIT {
+                panic!(
+                    "timed out waiting for {what}; shipped so far ({} lines): {:?}",
+                    lines.len(),
+                    lines.iter().rev().take(5).collect::<Vec<_>>()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Appends `text` to `path`.
+pub fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open for append");
+    f.write_all(text.as_bytes()).expect("append");
+}
+
+/// A running process, killed when dropped.
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn spawn(cmd: &mut Command) -> Guard {
+        Guard(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}")),
+        )
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.0.id().to_string())
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// Waits for exit (failing after `limit`); returns the exit code, stdout and stderr (stderr
+    /// only where it was piped).
+    pub fn finish(mut self, limit: Duration) -> (Option<i32>, String, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.0.try_wait().expect("try_wait") {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+                let mut err = String::new();
+                if let Some(mut e) = self.0.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("logship did not exit within {limit:?}; stderr:\n{err}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let (mut out, mut err) = (String::new(), String::new());
+        if let Some(mut o) = self.0.stdout.take() {
+            let _ = o.read_to_string(&mut out);
+        }
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        (status.code(), out, err)
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
