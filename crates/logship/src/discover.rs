@@ -10,8 +10,16 @@ use std::sync::mpsc;
 
 use glob::Pattern;
 
-/// A wake-up from the watcher: `true` when files may have appeared or gone (scan again).
-pub type Wake = bool;
+/// A wake-up from the watcher. Whether files may have appeared or gone is kept in a separate
+/// flag ([`Wakes::rescan`]), so it is never lost when a wake-up is dropped on a full channel.
+pub type Wake = ();
+
+/// What the watcher tells the reader.
+#[derive(Debug, Clone)]
+pub struct Wakes {
+    pub tx: mpsc::SyncSender<Wake>,
+    pub rescan: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
@@ -112,9 +120,9 @@ pub struct Watcher {
     _inner: Option<notify::RecommendedWatcher>,
 }
 
-/// Watches the glob directories; events arrive on `wake`. Watch failures (a directory that does
-/// not exist yet, no inotify) are logged and left to the poll.
-pub fn watch(globs: &Globs, wake: mpsc::SyncSender<Wake>) -> Watcher {
+/// Watches the glob directories; events arrive through `wakes`. Watch failures (a directory
+/// that does not exist yet, no inotify) are logged and left to the poll.
+pub fn watch(globs: &Globs, wakes: Wakes) -> Watcher {
     use notify::{EventKind, RecursiveMode, Watcher as _};
     let handler = move |res: notify::Result<notify::Event>| {
         let rescan = match &res {
@@ -124,8 +132,13 @@ pub fn watch(globs: &Globs, wake: mpsc::SyncSender<Wake>) -> Watcher {
             ),
             Err(_) => true,
         };
+        if rescan {
+            wakes
+                .rescan
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         // A full channel already holds a wake-up: nothing is lost by dropping this one.
-        let _ = wake.try_send(rescan);
+        let _ = wakes.tx.try_send(());
     };
     let mut watcher = match notify::recommended_watcher(handler) {
         Ok(w) => w,

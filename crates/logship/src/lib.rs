@@ -105,7 +105,14 @@ pub async fn run(
 
     let stop = Arc::new(AtomicBool::new(false));
     let (wake_tx, wake_rx) = mpsc::sync_channel(1);
-    let _watcher = discover::watch(&config.tail.globs, wake_tx.clone());
+    let rescan = Arc::new(AtomicBool::new(false));
+    let _watcher = discover::watch(
+        &config.tail.globs,
+        discover::Wakes {
+            tx: wake_tx.clone(),
+            rescan: Arc::clone(&rescan),
+        },
+    );
     let tailer = Tailer::new(
         config.tail.clone(),
         Arc::clone(&positions),
@@ -113,6 +120,7 @@ pub async fn run(
         outlet,
         Arc::clone(&stop),
         wake_rx,
+        rescan,
         loaded.first_start,
     );
     tracing::info!(
@@ -145,7 +153,7 @@ pub async fn run(
                 podkit_runtime::units::format_duration(config.drain_timeout));
             readiness.set(false);
             stop.store(true, Ordering::SeqCst);
-            let _ = wake_tx.try_send(false);
+            let _ = wake_tx.try_send(());
             let deadline = tokio::time::Instant::now() + config.drain_timeout;
             drain_deadline = Some(deadline);
             match tokio::time::timeout_at(deadline, &mut tail_task).await {

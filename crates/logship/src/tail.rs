@@ -98,6 +98,7 @@ pub struct Tailer {
     outlet: Outlet,
     stop: Arc<AtomicBool>,
     wake: mpsc::Receiver<Wake>,
+    rescan: Arc<AtomicBool>,
     first_start: bool,
     files: Vec<Tracked>,
     standby: Vec<Standby>,
@@ -123,6 +124,7 @@ impl Tailer {
         outlet: Outlet,
         stop: Arc<AtomicBool>,
         wake: mpsc::Receiver<Wake>,
+        rescan: Arc<AtomicBool>,
         first_start: bool,
     ) -> Tailer {
         let chunk = READ_CHUNK.min(s.batch_max_bytes.max(4096));
@@ -133,6 +135,7 @@ impl Tailer {
             outlet,
             stop,
             wake,
+            rescan,
             first_start,
             files: Vec::new(),
             standby: Vec::new(),
@@ -179,7 +182,9 @@ impl Tailer {
                 self.check_files();
                 last_check = now;
             }
-            if now.duration_since(last_scan) >= self.s.scan_interval {
+            if self.rescan.swap(false, Ordering::SeqCst)
+                || now.duration_since(last_scan) >= self.s.scan_interval
+            {
                 self.scan(false);
                 last_scan = now;
             }
@@ -191,15 +196,8 @@ impl Tailer {
             }
             if read == 0 {
                 let wait = self.next_wait(now);
-                match self.wake.recv_timeout(wait) {
-                    Ok(true) => {
-                        self.scan(false);
-                        last_scan = Instant::now();
-                    }
-                    Ok(false) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        std::thread::sleep(wait);
-                    }
+                if let Err(mpsc::RecvTimeoutError::Disconnected) = self.wake.recv_timeout(wait) {
+                    std::thread::sleep(wait);
                 }
             }
         }
@@ -432,10 +430,23 @@ impl Tailer {
             None if initial && self.first_start && self.s.read_from == ReadFrom::End => size,
             None => 0,
         };
-        self.track(path.to_path_buf(), file, dev_ino, head, offset, size);
+        // A file that continues one we were reading (a copy) is read first, so its tail ships
+        // before what its original gets next.
+        let continues = recent.is_some();
+        self.track(
+            path.to_path_buf(),
+            file,
+            dev_ino,
+            head,
+            offset,
+            size,
+            continues,
+        );
         Ok(())
     }
 
+    /// Starts reading a file at `offset`; `first` puts it ahead of the others in each round.
+    #[allow(clippy::too_many_arguments)]
     fn track(
         &mut self,
         path: PathBuf,
@@ -444,6 +455,7 @@ impl Tailer {
         head: Head,
         offset: u64,
         size: u64,
+        first: bool,
     ) {
         let id = self.next_id;
         self.next_id += 1;
@@ -460,7 +472,7 @@ impl Tailer {
             },
         );
         tracing::info!(file = %label, offset, "watching {label} from offset {offset}");
-        self.files.push(Tracked {
+        let tracked = Tracked {
             id,
             path,
             label,
@@ -473,14 +485,23 @@ impl Tailer {
             decoder: Decoder::new(&self.s.decode),
             gone_since: None,
             size,
-        });
+        };
+        if first {
+            self.files.insert(0, tracked);
+        } else {
+            self.files.push(tracked);
+        }
     }
 
     /// Rotation, truncation, deletion, growth of short files; lets go of finished files.
     fn check_files(&mut self) {
         let now = Instant::now();
-        let mut i = 0;
-        while i < self.files.len() {
+        // Keyed by device and inode: truncation and promotion reorder and renumber the files.
+        let keys: Vec<DevIno> = self.files.iter().map(|t| t.dev_ino).collect();
+        for key in keys {
+            let Some(mut i) = self.index_of(key) else {
+                continue;
+            };
             let size = match self.files[i].file.metadata() {
                 Ok(m) => m.len(),
                 Err(_) => self.files[i].size,
@@ -489,6 +510,10 @@ impl Tailer {
             let truncated = size < self.files[i].offset || !self.head_still_matches(i, size);
             if truncated {
                 self.restart_after_truncation(i, size);
+                let Some(j) = self.index_of(key) else {
+                    continue;
+                };
+                i = j;
             }
             let t = &mut self.files[i];
             if t.gone_since.is_none() {
@@ -509,12 +534,14 @@ impl Tailer {
                 && t.offset >= size;
             if finished {
                 self.let_go(i);
-            } else {
-                i += 1;
             }
         }
         self.standby.retain(|s| s.path.exists());
         self.metrics.files_watched.set(self.files.len() as i64);
+    }
+
+    fn index_of(&self, key: DevIno) -> Option<usize> {
+        self.files.iter().position(|t| t.dev_ino == key)
     }
 
     /// For a file shorter than a fingerprint: grows its head as it grows, and reports whether
@@ -538,11 +565,15 @@ impl Tailer {
     }
 
     fn restart_after_truncation(&mut self, i: usize, size: u64) {
-        self.flush_file(i);
         self.metrics.truncations.inc();
+        // Complete lines held in an event (multiline, CRI partials) are shipped; an incomplete
+        // last line is dropped here, because its end is in the copy (if copytruncate made one),
+        // which resumes where the last complete line ended.
+        self.files[i].reader.reset();
+        self.flush_file(i);
         let t = &mut self.files[i];
         tracing::info!(file = %t.path.display(), at = t.offset, size, "{} was truncated; reading it again from the start", t.path.display());
-        let (old_head, old_offset) = (t.head, t.offset);
+        let (old_head, old_offset) = (t.head, t.emitted);
         self.positions.release(t.id, t.emitted);
         let new_id = self.next_id;
         self.next_id += 1;
@@ -564,6 +595,8 @@ impl Tailer {
         );
         self.remember(old_head, old_offset);
         self.promote_standby(old_head, old_offset);
+        // copytruncate copies before it truncates: find the copy now, before reading on.
+        self.scan(false);
     }
 
     fn remember(&mut self, head: Head, offset: u64) {
@@ -583,12 +616,20 @@ impl Tailer {
         let s = self.standby.swap_remove(pos);
         let size = s.file.metadata().map(|m| m.len()).unwrap_or(0);
         tracing::info!(file = %s.path.display(), offset, "{} takes over from offset {offset}", s.path.display());
-        self.track(s.path, s.file, s.dev_ino, s.head, offset.min(size), size);
+        self.track(
+            s.path,
+            s.file,
+            s.dev_ino,
+            s.head,
+            offset.min(size),
+            size,
+            true,
+        );
     }
 
     fn let_go(&mut self, i: usize) {
         self.flush_file(i);
-        let t = self.files.swap_remove(i);
+        let t = self.files.remove(i);
         tracing::info!(file = %t.path.display(), offset = t.offset, "done with {} (read to its end)", t.path.display());
         self.positions.release(t.id, t.emitted);
         self.remember(t.head, t.offset);
