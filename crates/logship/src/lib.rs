@@ -118,9 +118,11 @@ pub async fn run(
         Arc::clone(&positions),
         Arc::clone(&metrics),
         outlet,
-        Arc::clone(&stop),
-        wake_rx,
-        rescan,
+        tail::Control {
+            stop: Arc::clone(&stop),
+            wake: wake_rx,
+            rescan,
+        },
         loaded.first_start,
     );
     tracing::info!(

@@ -64,6 +64,16 @@ pub enum Ended {
     SinksClosed,
 }
 
+/// How the rest of the process steers the reading loop.
+pub struct Control {
+    /// Set to ask for a drain.
+    pub stop: Arc<AtomicBool>,
+    /// Wake-ups from the change watcher (and from the drain request).
+    pub wake: mpsc::Receiver<Wake>,
+    /// Set when files may have appeared or gone.
+    pub rescan: Arc<AtomicBool>,
+}
+
 /// Sends a batch to the sinks; blocks while they are behind. Err means they are gone.
 pub type Outlet = Box<dyn FnMut(Batch) -> Result<(), ()> + Send>;
 
@@ -122,9 +132,7 @@ impl Tailer {
         positions: Arc<Positions>,
         metrics: Arc<Metrics>,
         outlet: Outlet,
-        stop: Arc<AtomicBool>,
-        wake: mpsc::Receiver<Wake>,
-        rescan: Arc<AtomicBool>,
+        control: Control,
         first_start: bool,
     ) -> Tailer {
         let chunk = READ_CHUNK.min(s.batch_max_bytes.max(4096));
@@ -133,9 +141,9 @@ impl Tailer {
             positions,
             metrics,
             outlet,
-            stop,
-            wake,
-            rescan,
+            stop: control.stop,
+            wake: control.wake,
+            rescan: control.rescan,
             first_start,
             files: Vec::new(),
             standby: Vec::new(),
