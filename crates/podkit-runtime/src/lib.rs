@@ -1,7 +1,9 @@
 //! The only crate the podkit binaries share. It holds what every binary needs and nothing else:
 //! logging setup ([`logging`]), the SIGTERM/SIGINT shutdown signal ([`shutdown`]), duration and
-//! size parsing for flags ([`units`]), and the admin HTTP server ([`admin`]).
+//! size parsing for flags ([`units`]), and the admin HTTP server (`admin`, behind the `admin`
+//! feature).
 
+#[cfg(feature = "admin")]
 pub mod admin;
 pub mod logging;
 pub mod shutdown;
