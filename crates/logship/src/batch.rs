@@ -141,13 +141,27 @@ impl Encoder {
             }
             Output::Json => {
                 let mut stamp = TimestampCache::default();
+                // `","file":"<path>","message":` once per file, not once per event.
+                let file_parts: Vec<Vec<u8>> = batch
+                    .sources
+                    .iter()
+                    .map(|s| {
+                        let mut part = b"\",\"file\":".to_vec();
+                        write_json_str(&mut part, &s.path);
+                        part.extend_from_slice(b",\"message\":");
+                        part
+                    })
+                    .collect();
+                out.reserve(batch.data.len() * 2);
                 for e in &batch.events {
                     out.extend_from_slice(b"{\"timestamp\":\"");
                     out.extend_from_slice(stamp.format(e.read_at).as_bytes());
-                    out.extend_from_slice(b"\",\"file\":");
-                    write_json_str(out, &batch.sources[e.source as usize].path);
-                    out.extend_from_slice(b",\"message\":");
-                    write_json_str(out, &String::from_utf8_lossy(batch.message(e)));
+                    out.extend_from_slice(&file_parts[e.source as usize]);
+                    // The reader made every message valid UTF-8; lossy is only a guard.
+                    match std::str::from_utf8(batch.message(e)) {
+                        Ok(text) => write_json_str(out, text),
+                        Err(_) => write_json_str(out, &String::from_utf8_lossy(batch.message(e))),
+                    }
                     out.extend_from_slice(b",\"labels\":");
                     out.extend_from_slice(self.labels_json.as_bytes());
                     if let Some(fields) = &e.fields {

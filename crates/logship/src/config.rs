@@ -116,6 +116,10 @@ pub struct Cli {
     #[arg(long, env = "LOGSHIP_DRAIN_TIMEOUT", default_value = "10s")]
     pub drain_timeout: String,
 
+    /// After SIGTERM, keep reading until no file has grown for this long (the app's last words).
+    #[arg(long, env = "LOGSHIP_DRAIN_QUIET", default_value = "500ms")]
+    pub drain_quiet: String,
+
     /// A batch holds at most this many events.
     #[arg(long, env = "LOGSHIP_BATCH_MAX_LINES", default_value = "10000")]
     pub batch_max_lines: String,
@@ -275,6 +279,7 @@ impl Config {
                 rotate_wait: duration("rotate-wait", &cli.rotate_wait)?,
                 exit_on_file,
                 oneshot: cli.oneshot,
+                drain_quiet: duration("drain-quiet", &cli.drain_quiet)?,
             },
             sinks,
             output: cli.output,

@@ -49,6 +49,9 @@ pub struct TailSettings {
     pub rotate_wait: Duration,
     pub exit_on_file: Option<PathBuf>,
     pub oneshot: bool,
+    /// After SIGTERM, keep reading until no file has grown for this long: the app, stopped at
+    /// the same moment, often writes its last lines while shutting down.
+    pub drain_quiet: Duration,
 }
 
 /// Why the loop ended.
@@ -174,7 +177,11 @@ impl Tailer {
                 None
             };
             if let Some(ending) = ending {
-                return match self.drain() {
+                let quiet = match ending {
+                    Ended::Drained => self.s.drain_quiet,
+                    _ => Duration::ZERO,
+                };
+                return match self.drain(quiet) {
                     Ok(()) => ending,
                     Err(()) => Ended::SinksClosed,
                 };
@@ -345,11 +352,29 @@ impl Tailer {
         (self.outlet)(batch)
     }
 
-    /// Reads every file to its end, flushes everything pending, sends the last batch.
-    fn drain(&mut self) -> Result<(), ()> {
+    /// Reads every file to its end (and on, until they have been quiet for `quiet`), flushes
+    /// everything pending, sends the last batch.
+    fn drain(&mut self, quiet: Duration) -> Result<(), ()> {
         self.scan(false);
         self.check_files();
         while self.read_round()? > 0 {}
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < quiet {
+            self.send_batch()?;
+            std::thread::sleep(self.s.poll_interval.min(quiet));
+            self.scan(false);
+            let mut read = 0;
+            loop {
+                let n = self.read_round()?;
+                if n == 0 {
+                    break;
+                }
+                read += n;
+            }
+            if read > 0 {
+                quiet_since = Instant::now();
+            }
+        }
         for i in 0..self.files.len() {
             self.flush_file(i);
             if self.batch_full() {

@@ -16,7 +16,6 @@ mod support;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -219,9 +218,13 @@ fn every_line_survives_rotation_truncation_deletion_and_sigkill() {
             &missing[..missing.len().min(10)]
         );
     }
-    // What a kill can replay: the batches queued and in flight (QUEUE_BATCHES + 2 per sink) and
-    // what was acknowledged within the last checkpoint interval.
-    let bound = kills * (8 * BATCH_LINES);
+    // What a kill can replay: what was read but not yet acknowledged and checkpointed. That is
+    // the sink queue (QUEUE_BATCHES + the batch being written), the batches written but not
+    // yet fsynced (file sink: up to 200ms) and what was acknowledged within the last checkpoint
+    // interval (50ms here): a few hundred lines at this writer's pace, more on a loaded machine.
+    // The bound (20 batches a kill) is far below what a re-read file (700+ lines a rotation,
+    // 8000 a stream) would cost, so it still catches a position lost at restart.
+    let bound = kills * 20 * BATCH_LINES;
     println!(
         "kills: {kills}, lines: {}, duplicates: {duplicates} (bound {bound})",
         shipped.len()
@@ -230,7 +233,8 @@ fn every_line_survives_rotation_truncation_deletion_and_sigkill() {
         duplicates <= bound,
         "{duplicates} duplicates after {kills} kills; bound {bound}"
     );
-    assert!(!Path::new(&s.logs().join(".logship/checkpoints.json"))
-        .as_os_str()
-        .is_empty());
+    assert!(
+        s.logs().join(".logship/checkpoints.json").is_file(),
+        "no checkpoint file was left"
+    );
 }

@@ -1,6 +1,6 @@
 //! Sinks and acknowledgements. The reader hands every batch to every sink (each through its own
 //! bounded channel, so a slow sink holds the reader back rather than growing a queue). A sink
-//! acknowledges a batch once it is delivered (for the file sink: written and fsynced); a batch
+//! acknowledges a batch once it is delivered (written to stdout or the file); a batch
 //! counts as shipped when every sink has acknowledged it, and positions advance strictly in
 //! batch order, so a checkpoint never passes a line some sink has not confirmed. Acknowledgements
 //! may arrive later than delivery, and out of order across sinks.
