@@ -1,8 +1,555 @@
-//! `cargo xtask bench waitfor`: end-to-end benchmark of waitfor against real peers,
-//! printing a table. Placeholder until it is written.
+//! `cargo xtask bench waitfor`: end-to-end figures for waitfor, side by side with the tools it
+//! replaces, measured in one run on this machine (never asserted in a test).
+//!
+//! Detection latency: a waiter is started against a loopback port nobody listens on; after a
+//! delay (spread over 0.3-1.9s, the same delays for every tool) the port starts listening, and a
+//! thread accepts and closes each connection as a simple server would. The latency is the time
+//! from the moment the port listens until the waiter process has exited. Peers: `wait-for-it`
+//! (Debian package) and the busybox shell loop people put in initContainers. Also: waitfor's
+//! static binary size, image size, and peak RSS (from GNU time's %M, over every trial).
 
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cmd::human_size;
 use crate::error::{Error, Result};
+use crate::podman::{image_name, Engine};
+use crate::{dist, images};
+
+/// When the port starts listening, after the waiter started; one trial per delay.
+const DELAYS_MS: [u64; 9] = [300, 500, 700, 900, 1100, 1300, 1500, 1700, 1900];
+/// A waiter that has not noticed the port after this long is reported as failed.
+const TRIAL_LIMIT: Duration = Duration::from_secs(20);
+
+const FLOOR_MEDIAN_MS: f64 = 100.0;
+const FLOOR_IMAGE_BYTES: u64 = 4 * 1024 * 1024;
+
+struct Tool {
+    name: &'static str,
+    /// The waiter command for a port.
+    command: Box<dyn Fn(u16) -> Vec<String>>,
+}
+
+struct Figures {
+    name: &'static str,
+    latencies_ms: Vec<f64>,
+    peak_rss_kib: u64,
+}
 
 pub fn bench_waitfor() -> Result<()> {
-    Err(Error::new("`cargo xtask bench waitfor` is not yet written"))
+    let gnu_time = require("/usr/bin/time", "time")?;
+    let wait_for_it = require("/usr/bin/wait-for-it", "wait-for-it")?;
+    let busybox = require("/bin/busybox", "busybox-static")?;
+    let binaries = dist::dist()?;
+    let waitfor = binaries
+        .iter()
+        .find(|b| b.name == "waitfor")
+        .ok_or_else(|| Error::new("`cargo xtask dist` built no waitfor"))?;
+    let waitfor_path = waitfor.path.display().to_string();
+    let binary_size = waitfor.size;
+
+    let image_size = match Engine::detect() {
+        Ok(engine) => {
+            images::images()?;
+            Some(engine.image_size(&image_name("waitfor"))?)
+        }
+        Err(e) => {
+            println!(
+                "no container engine ({}): image size not measured",
+                e.message
+            );
+            None
+        }
+    };
+
+    let wfi = wait_for_it.display().to_string();
+    let bb = busybox.display().to_string();
+    let tools = [
+        Tool {
+            name: "waitfor (defaults)",
+            command: Box::new(move |port| vec![waitfor_path.clone(), format!("127.0.0.1:{port}")]),
+        },
+        Tool {
+            name: "wait-for-it",
+            command: Box::new(move |port| {
+                vec![
+                    wfi.clone(),
+                    "-q".into(),
+                    "-t".into(),
+                    "60".into(),
+                    format!("127.0.0.1:{port}"),
+                ]
+            }),
+        },
+        Tool {
+            name: "busybox sh loop (sleep 1)",
+            command: Box::new(move |port| {
+                vec![
+                    bb.clone(),
+                    "sh".into(),
+                    "-c".into(),
+                    format!("until {bb} nc 127.0.0.1 {port} </dev/null >/dev/null 2>&1; do sleep 1; done"),
+                ]
+            }),
+        },
+    ];
+
+    println!(
+        "\n== bench waitfor: detection latency, {} trials per tool ==",
+        DELAYS_MS.len()
+    );
+    let mut results: Vec<Figures> = tools
+        .iter()
+        .map(|t| Figures {
+            name: t.name,
+            latencies_ms: Vec::new(),
+            peak_rss_kib: 0,
+        })
+        .collect();
+    for delay in DELAYS_MS {
+        for (tool, figures) in tools.iter().zip(results.iter_mut()) {
+            let port = free_port()?;
+            let (latency, rss) = trial(&gnu_time, &(tool.command)(port), port, delay)?;
+            figures.latencies_ms.push(latency.as_secs_f64() * 1000.0);
+            figures.peak_rss_kib = figures.peak_rss_kib.max(rss);
+        }
+        print!(".");
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+    }
+    println!();
+
+    println!(
+        "\n{:<28} {:>12} {:>12} {:>12} {:>14}",
+        "tool", "median", "max", "min", "peak RSS"
+    );
+    for f in &mut results {
+        f.latencies_ms.sort_by(f64::total_cmp);
+        let median = f.latencies_ms[f.latencies_ms.len() / 2];
+        println!(
+            "{:<28} {:>9.1} ms {:>9.1} ms {:>9.1} ms {:>14}",
+            f.name,
+            median,
+            f.latencies_ms.last().copied().unwrap_or_default(),
+            f.latencies_ms.first().copied().unwrap_or_default(),
+            human_size(f.peak_rss_kib * 1024),
+        );
+    }
+    println!("\nwaitfor static binary: {}", human_size(binary_size));
+    if let Some(size) = image_size {
+        println!("waitfor image:         {}", human_size(size));
+    }
+
+    let waitfor_median = results[0].latencies_ms[results[0].latencies_ms.len() / 2];
+    let mut verdicts = vec![format!(
+        "median latency {waitfor_median:.1} ms (floor <= {FLOOR_MEDIAN_MS} ms): {}",
+        if waitfor_median <= FLOOR_MEDIAN_MS {
+            "met"
+        } else {
+            "MISSED"
+        }
+    )];
+    if let Some(size) = image_size {
+        verdicts.push(format!(
+            "image {} (floor <= {}): {}",
+            human_size(size),
+            human_size(FLOOR_IMAGE_BYTES),
+            if size <= FLOOR_IMAGE_BYTES {
+                "met"
+            } else {
+                "MISSED"
+            }
+        ));
+    }
+    println!("\nfloors: {}", verdicts.join("; "));
+    Ok(())
+}
+
+/// One waiter run: start it, open the port after `delay_ms`, time until it exits.
+fn trial(gnu_time: &Path, command: &[String], port: u16, delay_ms: u64) -> Result<(Duration, u64)> {
+    let rss_file =
+        std::env::temp_dir().join(format!("podkit-bench-rss-{}-{port}", std::process::id()));
+    let mut child = Command::new(gnu_time)
+        .arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(&rss_file)
+        .args(command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(format!("bench: cannot start {}: {e}", command[0])))?;
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    if let Ok(Some(status)) = child.try_wait() {
+        return Err(Error::new(format!(
+            "bench: `{}` exited ({status}) before the port listened",
+            command.join(" ")
+        )));
+    }
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| Error::new(format!("bench: cannot listen on 127.0.0.1:{port}: {e}")))?;
+    let listening = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acceptor = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                drop(conn);
+            }
+        })
+    };
+    let exited = loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break Instant::now(),
+            Ok(None) if listening.elapsed() > TRIAL_LIMIT => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Error::new(format!(
+                    "bench: `{}` did not notice the port within {TRIAL_LIMIT:?}",
+                    command.join(" ")
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_micros(500)),
+            Err(e) => return Err(Error::new(format!("bench: waiting for the waiter: {e}"))),
+        }
+    };
+    stop.store(true, Ordering::SeqCst);
+    let _ = TcpStream::connect(("127.0.0.1", port));
+    let _ = acceptor.join();
+    let mut rss = String::new();
+    let _ = std::fs::File::open(&rss_file).and_then(|mut f| f.read_to_string(&mut rss));
+    let _ = std::fs::remove_file(&rss_file);
+    let rss_kib = rss
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    Ok((exited - listening, rss_kib))
+}
+
+fn free_port() -> Result<u16> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::new(format!("bench: no free loopback port: {e}")))
+}
+
+fn require(path: &str, package: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(path);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(Error::new(format!("the bench needs {path}")).fix(format!("apt-get install {package}")))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// `cargo xtask bench logship`
+// ---------------------------------------------------------------------------------------------
+
+const LOGSHIP_BYTES: u64 = 1 << 30;
+const LINE_BYTES: usize = 200;
+const MANY_FILES: usize = 100;
+const FLOOR_RAW_MIBS: f64 = 300.0;
+const FLOOR_JSON_MIBS: f64 = 150.0;
+const FLOOR_RSS_KIB: u64 = 32 * 1024;
+
+struct Run {
+    name: String,
+    secs: f64,
+    peak_rss_kib: u64,
+}
+
+/// `cargo xtask bench logship`: 1 GiB of 200-byte lines, in one file and spread over 100 files,
+/// through `logship --oneshot` to the file sink (raw and json output), beside `cat` of the same
+/// data into a file (the copy limit) and rsyslog's imfile input writing the same lines to a
+/// file, run until it has written them all.
+pub fn bench_logship() -> Result<()> {
+    let gnu_time = require("/usr/bin/time", "time")?;
+    let binaries = dist::dist()?;
+    let logship = binaries
+        .iter()
+        .find(|b| b.name == "logship")
+        .ok_or_else(|| Error::new("`cargo xtask dist` built no logship"))?
+        .path
+        .clone();
+    let work = crate::cmd::workspace_root()
+        .join("target")
+        .join("bench-logship");
+    let one = work.join("one");
+    let many = work.join("many");
+    println!(
+        "\n== bench logship: preparing 1 GiB of {LINE_BYTES}-byte lines in {} ==",
+        work.display()
+    );
+    write_lines(&one, 1)?;
+    write_lines(&many, MANY_FILES)?;
+    let lines = LOGSHIP_BYTES / LINE_BYTES as u64;
+    let data_bytes = lines * LINE_BYTES as u64;
+
+    let mut runs = Vec::new();
+    for (data, label) in [(&one, "1 file"), (&many, "100 files")] {
+        for output in ["raw", "json"] {
+            let out = work.join(format!("out-{output}.log"));
+            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_dir_all(data.join(".logship"));
+            let args = vec![
+                logship.display().to_string(),
+                "--oneshot".into(),
+                "--path".into(),
+                format!("{}/*.log", data.display()),
+                "--sink".into(),
+                format!("file://{}", out.display()),
+                "--output".into(),
+                output.into(),
+                "--log-level".into(),
+                "warn".into(),
+            ];
+            let (secs, rss) = timed(&gnu_time, &args)?;
+            let shipped = count_lines(&out)?;
+            if shipped != lines {
+                return Err(Error::new(format!(
+                    "logship shipped {shipped} lines of {lines} ({label}, {output})"
+                )));
+            }
+            runs.push(Run {
+                name: format!("logship {output} ({label})"),
+                secs,
+                peak_rss_kib: rss,
+            });
+            let _ = std::fs::remove_file(&out);
+        }
+        let out = work.join("out-cat.log");
+        let (secs, rss) = timed(
+            &gnu_time,
+            &[
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("cat {}/*.log > {}", data.display(), out.display()),
+            ],
+        )?;
+        let _ = std::fs::remove_file(&out);
+        runs.push(Run {
+            name: format!("cat > file ({label})"),
+            secs,
+            peak_rss_kib: rss,
+        });
+        match rsyslog_run(data, &work, lines, data_bytes) {
+            Ok(run) => runs.push(Run {
+                name: format!("rsyslog imfile ({label})"),
+                ..run
+            }),
+            Err(e) => println!("rsyslog not measured: {e}"),
+        }
+    }
+
+    let mib = data_bytes as f64 / (1024.0 * 1024.0);
+    println!(
+        "\n{:<30} {:>10} {:>12} {:>14} {:>12}",
+        "run", "seconds", "MiB/s", "lines/s", "peak RSS"
+    );
+    for r in &runs {
+        println!(
+            "{:<30} {:>10.2} {:>12.1} {:>14.0} {:>12}",
+            r.name,
+            r.secs,
+            mib / r.secs,
+            lines as f64 / r.secs,
+            human_size(r.peak_rss_kib * 1024)
+        );
+    }
+    let floors: Vec<String> = runs
+        .iter()
+        .filter(|r| r.name.starts_with("logship"))
+        .map(|r| {
+            let floor = if r.name.contains("raw") {
+                FLOOR_RAW_MIBS
+            } else {
+                FLOOR_JSON_MIBS
+            };
+            let rate = mib / r.secs;
+            format!(
+                "{}: {rate:.0} MiB/s (>= {floor}) {}, RSS {} (<= 32 MiB) {}",
+                r.name,
+                if rate >= floor { "met" } else { "MISSED" },
+                human_size(r.peak_rss_kib * 1024),
+                if r.peak_rss_kib <= FLOOR_RSS_KIB {
+                    "met"
+                } else {
+                    "MISSED"
+                }
+            )
+        })
+        .collect();
+    println!("\nfloors:\n  {}", floors.join("\n  "));
+    Ok(())
+}
+
+/// Writes `LOGSHIP_BYTES` of numbered lines spread over `files` files, unless already there.
+fn write_lines(dir: &Path, files: usize) -> Result<()> {
+    use std::io::Write;
+    let total_lines = LOGSHIP_BYTES / LINE_BYTES as u64;
+    let per_file = total_lines / files as u64;
+    let err =
+        |e: std::io::Error| Error::new(format!("bench: writing data into {}: {e}", dir.display()));
+    let marker = dir.join(".complete");
+    if marker.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut n = 0u64;
+    for f in 0..files {
+        let file = std::fs::File::create(dir.join(format!("app-{f:03}.log"))).map_err(err)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        // The last file takes the remainder, so every layout holds the same lines.
+        let count = if f + 1 == files {
+            total_lines - per_file * (files as u64 - 1)
+        } else {
+            per_file
+        };
+        for _ in 0..count {
+            n += 1;
+            let head = format!(
+                "2026-11-25T10:00:00.000Z INFO request {n:012} handled path=/api/items status=200 "
+            );
+            let pad = LINE_BYTES - 1 - head.len();
+            w.write_all(head.as_bytes()).map_err(err)?;
+            w.write_all(&b"abcdefghijklmnopqrstuvwxyz0123456789".repeat(4)[..pad])
+                .map_err(err)?;
+            w.write_all(b"\n").map_err(err)?;
+        }
+        w.flush().map_err(err)?;
+    }
+    std::fs::write(&marker, "").map_err(err)?;
+    Ok(())
+}
+
+fn count_lines(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Error::new(format!("bench: no output at {}: {e}", path.display())))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let got = f
+            .read(&mut buf)
+            .map_err(|e| Error::new(format!("bench: reading {}: {e}", path.display())))?;
+        if got == 0 {
+            return Ok(n);
+        }
+        n += buf[..got].iter().filter(|b| **b == b'\n').count() as u64;
+    }
+}
+
+/// Runs `args` under GNU time; returns wall seconds and peak RSS in KiB.
+fn timed(gnu_time: &Path, args: &[String]) -> Result<(f64, u64)> {
+    let report = std::env::temp_dir().join(format!("podkit-bench-time-{}", std::process::id()));
+    let start = Instant::now();
+    let status = Command::new(gnu_time)
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .args(args)
+        .stdin(Stdio::null())
+        .status()
+        .map_err(|e| Error::new(format!("bench: cannot run {}: {e}", args[0])))?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() {
+        return Err(Error::new(format!(
+            "bench: `{}` failed ({status})",
+            args.join(" ")
+        )));
+    }
+    let rss = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0);
+    let _ = std::fs::remove_file(&report);
+    Ok((secs, rss))
+}
+
+/// rsyslog in the foreground with imfile on the data and omfile writing each message as it was;
+/// timed until the output holds every line. Peak RSS from /proc (VmHWM) just before it stops.
+fn rsyslog_run(data: &Path, work: &Path, lines: u64, expected: u64) -> Result<Run> {
+    let rsyslogd = require("/usr/sbin/rsyslogd", "rsyslog")?;
+    let dir = work.join("rsyslog");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("bench: {e}")))?;
+    let out = dir.join("out.log");
+    let conf = dir.join("rsyslog.conf");
+    let config = format!(
+        r#"global(workDirectory="{d}" maxMessageSize="8k")
+module(load="imfile")
+template(name="raw" type="string" string="%msg%\n")
+input(type="imfile" file="{data}/*.log" tag="bench" freshStartTail="off" readMode="0")
+action(type="omfile" file="{out}" template="raw" asyncWriting="on" ioBufferSize="1m" flushOnTXEnd="off")
+"#,
+        d = dir.display(),
+        data = data.display(),
+        out = out.display()
+    );
+    std::fs::write(&conf, config).map_err(|e| Error::new(format!("bench: {e}")))?;
+    let start = Instant::now();
+    let mut child = Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(format!("bench: cannot start rsyslogd: {e}")))?;
+    let mut peak = 0u64;
+    let done = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::new(format!("rsyslogd exited early ({status})")));
+        }
+        peak = peak.max(vm_hwm_kib(child.id()));
+        let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        if size >= expected {
+            break start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Error::new(format!(
+                "rsyslogd wrote {size} of {expected} bytes in 600s"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let shipped = count_lines(&out)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if shipped < lines {
+        return Err(Error::new(format!(
+            "rsyslogd wrote {shipped} of {lines} lines"
+        )));
+    }
+    Ok(Run {
+        name: String::new(),
+        secs: done.as_secs_f64(),
+        peak_rss_kib: peak,
+    })
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
 }

@@ -92,27 +92,8 @@ pub fn capture(cmd: &mut Command, timeout: Duration) -> Result<Captured> {
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| spawn_error(cmd, e))?;
     // Drain both pipes on their own threads so a chatty child can't block on a full pipe.
-    let drain = |pipe: Option<Box<dyn Read + Send>>| {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut pipe) = pipe {
-                let _ = pipe.read_to_end(&mut buf);
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        })
-    };
-    let out = drain(
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
-    let err = drain(
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    );
+    let stdout = child.stdout.take().map(read_to_string);
+    let stderr = child.stderr.take().map(read_to_string);
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -137,8 +118,20 @@ pub fn capture(cmd: &mut Command, timeout: Duration) -> Result<Captured> {
     };
     Ok(Captured {
         status,
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout: stdout
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
+        stderr: stderr
+            .map(|t| t.join().unwrap_or_default())
+            .unwrap_or_default(),
+    })
+}
+
+fn read_to_string(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf).into_owned()
     })
 }
 

@@ -64,7 +64,7 @@ pub fn demo() -> Result<()> {
     ] {
         for line in engine.logs(container)?.lines() {
             let (time, text) = line.split_once(' ').unwrap_or((line, ""));
-            lines.push((sortable(time), who, text.to_string()));
+            lines.push((sortable(time), who, message(text)));
         }
     }
     lines.sort();
@@ -100,6 +100,29 @@ fn play(engine: &Engine, yaml: &Path, config: &Path, timeout: Duration) -> Resul
     }
 }
 
+/// The `message` of a JSON log line (waitfor logs JSON when not on a terminal),
+/// or the line as it is.
+fn message(line: &str) -> String {
+    const KEY: &str = "\"message\":\"";
+    let Some(start) = line.find(KEY).filter(|_| line.starts_with('{')) else {
+        return line.to_string();
+    };
+    let mut out = String::new();
+    let mut chars = line[start + KEY.len()..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return out,
+            '\\' => match chars.next() {
+                Some('n') => out.push(' '),
+                Some(escaped) => out.push(escaped),
+                None => break,
+            },
+            c => out.push(c),
+        }
+    }
+    line.to_string()
+}
+
 /// RFC 3339 with the fraction padded to 9 digits: Go trims trailing zeros, which
 /// would break sorting the timestamps as strings.
 fn sortable(time: &str) -> String {
@@ -119,7 +142,20 @@ fn sortable(time: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::sortable;
+    use super::{message, sortable};
+
+    #[test]
+    fn json_log_lines_show_their_message() {
+        assert_eq!(
+            message(r#"{"timestamp":"t","level":"INFO","message":"ready: \"db\" after 1s","x":1}"#),
+            r#"ready: "db" after 1s"#
+        );
+        assert_eq!(message("plain text"), "plain text");
+        assert_eq!(
+            message(r#"{"message":"unterminated"#),
+            r#"{"message":"unterminated"#
+        );
+    }
 
     #[test]
     fn timestamps_with_trimmed_fractions_sort_in_time_order() {

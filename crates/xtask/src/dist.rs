@@ -9,9 +9,17 @@ use crate::cmd::{self, human_size};
 use crate::elf;
 use crate::error::{Error, Result};
 
-/// The binaries we ship, one image each. Each is the binary of the package of the
-/// same name, and has a build target of the same name in the Dockerfile.
-pub const BINARIES: &[&str] = &["waitfor"];
+/// The binaries we ship, one image each, with the cargo profile each is built with. Each is
+/// the binary of the package of the same name, and has a build target of the same name in the
+/// Dockerfile. waitfor runs once per Pod start, so it is built for size (`release-small`,
+/// opt-level "z"); the long-running ones are built for speed.
+pub const BINARIES: &[(&str, &str)] = &[("waitfor", "release-small"), ("logship", "release")];
+
+/// Linker flags for every shipped binary: static glibc (a static-pie, so ASLR still applies),
+/// with its relative relocations packed (DT_RELR, glibc >= 2.36, binutils >= 2.38), which
+/// removes most of the 250+ KiB `.rela.dyn` table a static-pie otherwise carries.
+pub const STATIC_RUSTFLAGS: &str =
+    "-C target-feature=+crt-static -C link-arg=-Wl,-z,pack-relative-relocs";
 
 /// One binary in target/dist.
 pub struct DistBinary {
@@ -49,40 +57,47 @@ fn cargo_target_dir() -> PathBuf {
 
 pub fn dist() -> Result<Vec<DistBinary>> {
     let triple = target_triple();
-    let mut build = cmd::cargo();
-    build.args(["build", "--release", "--target", &triple, "--bins"]);
-    for bin in BINARIES {
-        build.args(["-p", bin]);
-    }
     // RUSTFLAGS (with --target) reaches only the target crates, not build scripts
     // or proc macros, which must stay dynamic. CARGO_ENCODED_RUSTFLAGS would
     // override it, so it goes.
     let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
     if !rustflags.contains("crt-static") {
-        rustflags = format!("{rustflags} -C target-feature=+crt-static")
-            .trim()
-            .to_string();
+        rustflags = format!("{rustflags} {STATIC_RUSTFLAGS}").trim().to_string();
     }
-    build
-        .env("RUSTFLAGS", &rustflags)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
-    cmd::run(
-        &mut build,
-        &format!(
-            "read the compiler errors above; the same build without the static flag is \
-             `cargo build --release -p {}`. If the target is missing: `rustup target add {triple}`",
-            BINARIES.join(" -p ")
-        ),
-    )?;
+    let mut profiles: Vec<&str> = BINARIES.iter().map(|(_, p)| *p).collect();
+    profiles.sort_unstable();
+    profiles.dedup();
+    for profile in profiles {
+        let mut build = cmd::cargo();
+        build.args(["build", "--profile", profile, "--target", &triple, "--bins"]);
+        let names: Vec<&str> = BINARIES
+            .iter()
+            .filter(|(_, p)| *p == profile)
+            .map(|(n, _)| *n)
+            .collect();
+        for bin in &names {
+            build.args(["-p", bin]);
+        }
+        build
+            .env("RUSTFLAGS", &rustflags)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        cmd::run(
+            &mut build,
+            &format!(
+                "read the compiler errors above; the same build without the static flags is \
+                 `cargo build --profile {profile} -p {}`. If the target is missing: `rustup target add {triple}`",
+                names.join(" -p ")
+            ),
+        )?;
+    }
 
-    let out_dir = cargo_target_dir().join(&triple).join("release");
     let dist = dist_dir();
     fs::create_dir_all(&dist)
         .map_err(|e| Error::new(format!("cannot create {}: {e}", dist.display())))?;
 
     let mut built = Vec::new();
-    for &name in BINARIES {
-        let from = out_dir.join(name);
+    for &(name, profile) in BINARIES {
+        let from = cargo_target_dir().join(&triple).join(profile).join(name);
         let to = dist.join(name);
         copy(&from, &to)?;
         if let Some(loader) = elf::interpreter(&to)? {

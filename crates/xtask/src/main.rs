@@ -25,7 +25,7 @@ commands:
   test [--require-pods]    fmt, clippy, unit + integration tests, then the pod tests
                            (skipped without podman, unless --require-pods)
   demo                     play k8s-examples/init-wait with podman and show waitfor at work
-  bench <target>           end-to-end benchmarks; targets: waitfor";
+  bench <target>           end-to-end benchmarks; targets: waitfor, logship";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,9 +47,9 @@ fn dispatch(args: &[&str]) -> Result<()> {
         ["test", "--require-pods"] => layers::test(true),
         ["demo"] => demo::demo(),
         ["bench", "waitfor"] => bench::bench_waitfor(),
-        ["bench", other] => {
-            Err(Error::new(format!("unknown bench target `{other}`")).fix("known targets: waitfor"))
-        }
+        ["bench", "logship"] => bench::bench_logship(),
+        ["bench", other] => Err(Error::new(format!("unknown bench target `{other}`"))
+            .fix("known targets: waitfor, logship")),
         ["bench"] => Err(Error::new("`bench` needs a target").fix("cargo xtask bench waitfor")),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");

@@ -1,0 +1,394 @@
+//! Pod tests: the manifests in k8s-examples/ played with `podman kube play`, and
+//! the images they use, checked for what the examples promise.
+//!
+//! Ignored by plain `cargo test`: they need podman and the images. Run them with
+//! `cargo xtask test` (which builds the images first), or after `cargo xtask images`:
+//!   cargo test -p podkit-tests --test pods -- --ignored --test-threads=1
+//! They fail, never skip, when podman or an image is missing. Network: the pods use
+//! `--network none` or `--network host`, and every connection goes to 127.0.0.1.
+
+use std::fs;
+use std::thread;
+use std::time::Duration;
+
+use podkit_tests::{
+    example_dir, for_podman, free_loopback_port, image_name, now_nanos, wait_until, workspace_root,
+    LoopbackListener, Output, PodGuard, Podman,
+};
+
+const PLAY_TIMEOUT: Duration = Duration::from_secs(120);
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The binaries with an image: every `FROM base AS <bin>` stage of the Dockerfile
+/// (xtask's dist::BINARIES must list the same ones, or `cargo xtask images` does not
+/// build the image and the test says so).
+fn binaries() -> Vec<String> {
+    let dockerfile = workspace_root().join("Dockerfile");
+    let text = fs::read_to_string(&dockerfile)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dockerfile.display()));
+    let stages: Vec<String> = text
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["FROM", "base", as_, name] if as_.eq_ignore_ascii_case("as") => {
+                    Some(name.to_string())
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(
+        !stages.is_empty(),
+        "no `FROM base AS <bin>` stage in {}",
+        dockerfile.display()
+    );
+    stages
+}
+
+/// `podman kube play --network none`: the Pod gets only its own loopback.
+fn play_isolated(podman: &Podman, pod: &std::path::Path) -> Output {
+    podman.run(
+        &[
+            "kube",
+            "play",
+            "--replace",
+            "--network",
+            "none",
+            &pod.to_string_lossy(),
+        ],
+        PLAY_TIMEOUT,
+    )
+}
+
+fn podman_with_images() -> Podman {
+    let podman = Podman::find();
+    podman.require_image(&image_name("waitfor"));
+    podman.require_image(&image_name("busybox"));
+    podman
+}
+
+/// init-wait, played as on a laptop (`--network host`, targets from a ConfigMap),
+/// with the test itself as the late dependency: a listener on 127.0.0.1 that
+/// starts only once waitfor has been running (and failing to connect) for a while.
+/// The order is proved three ways: podman's start/finish times, the times of the
+/// containers' log lines, and the connections the listener accepted.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn init_wait_holds_the_app_until_a_late_dependency_listens() {
+    let podman = podman_with_images();
+    let port = free_loopback_port();
+    let target = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let config = dir.path().join("config.yaml");
+    fs::write(
+        &config,
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: init-wait\ndata:\n  \
+             WAITFOR_TARGETS: tcp://{target}\n  DEPENDENCY_LISTEN: {target}\n"
+        ),
+    )
+    .expect("write the ConfigMap");
+    let pod = example_dir("init-wait").join("pod.yaml");
+    let _guard = PodGuard::new(&podman, &pod, &["init-wait"]);
+
+    // `kube play` runs the init containers before it returns: play in the background.
+    let play = {
+        let podman = podman.clone();
+        let args = [
+            "kube".to_string(),
+            "play".into(),
+            "--replace".into(),
+            "--network".into(),
+            "host".into(),
+            "--configmap".into(),
+            config.to_string_lossy().into_owned(),
+            pod.to_string_lossy().into_owned(),
+        ];
+        thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            podman.run(&args, PLAY_TIMEOUT)
+        })
+    };
+    let running = wait_until(Duration::from_secs(60), || {
+        play.is_finished()
+            || podman.try_inspect("init-wait-waitfor", "{{.State.Running}}") == Some("true".into())
+    });
+    assert!(
+        running && !play.is_finished(),
+        "waitfor never ran while the dependency was down; kube play: {}",
+        play.join().map(|o| o.to_string()).unwrap_or_default()
+    );
+    // The dependency stays down a while longer: waitfor must keep waiting.
+    thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        podman.inspect("init-wait-waitfor", "{{.State.Status}}"),
+        "running",
+        "waitfor stopped waiting before its dependency came up"
+    );
+    assert_eq!(
+        podman.try_inspect("init-wait-app", "{{.State.Status}}"),
+        Some("created".into()),
+        "the app container must not run while waitfor waits"
+    );
+
+    let dependency = LoopbackListener::bind(port);
+    let played: Output = play.join().expect("kube play thread");
+    assert!(played.success(), "kube play failed: {played}");
+    let up = dependency.listening_since;
+
+    // podman's own record of the order.
+    assert_eq!(
+        podman.inspect("init-wait-waitfor", "{{.State.ExitCode}}"),
+        "0"
+    );
+    let waitfor_started = podman.inspect_time("init-wait-waitfor", ".State.StartedAt");
+    let waitfor_finished = podman.inspect_time("init-wait-waitfor", ".State.FinishedAt");
+    let app_started = podman.inspect_time("init-wait-app", ".State.StartedAt");
+    assert!(
+        waitfor_started < up,
+        "waitfor must have started before the dependency listened"
+    );
+    assert!(
+        waitfor_finished >= up,
+        "waitfor finished {} ms before the dependency listened",
+        (up - waitfor_finished) / 1_000_000
+    );
+    assert!(
+        app_started >= waitfor_finished,
+        "the app container started {} ms before waitfor finished",
+        (waitfor_finished - app_started) / 1_000_000
+    );
+    assert_eq!(
+        podman.inspect("init-wait-app", "{{.State.Status}}"),
+        "running"
+    );
+    assert!(
+        dependency.accepted() >= 1,
+        "waitfor reported ready without ever connecting to the dependency"
+    );
+
+    // The containers' own words, with podman's timestamps.
+    let waitfor_logs = podman.logs("init-wait-waitfor");
+    let ready: Vec<_> = waitfor_logs
+        .iter()
+        .filter(|(_, line)| line.contains("ready") && line.contains(&target))
+        .collect();
+    assert!(
+        !ready.is_empty(),
+        "waitfor's log never says {target} is ready: {waitfor_logs:#?}"
+    );
+    assert!(
+        ready.iter().all(|(time, _)| *time >= up),
+        "waitfor logged {target} ready before it listened: {ready:#?}"
+    );
+    let app_logs = podman.logs("init-wait-app");
+    let (app_said_started, _) = app_logs
+        .iter()
+        .find(|(_, line)| line.contains("app started"))
+        .unwrap_or_else(|| panic!("the app never logged its start: {app_logs:#?}"));
+    assert!(*app_said_started >= waitfor_finished && *app_said_started >= up);
+    assert!(*app_said_started <= now_nanos());
+}
+
+/// pod-timeout.yaml: nothing ever listens, waitfor gives up after --timeout 3s with
+/// exit code 124, and the pod reports it: `kube play` fails naming the init
+/// container's exit code, and the app container is never started.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn a_dependency_that_never_comes_fails_the_pod_with_exit_code_124() {
+    let podman = podman_with_images();
+    let pod = example_dir("init-wait").join("pod-timeout.yaml");
+    let _guard = PodGuard::new(&podman, &pod, &["init-wait-timeout"]);
+
+    let played = play_isolated(&podman, &pod);
+    assert!(!played.success(), "kube play must fail: {played}");
+    assert!(
+        played.stderr.contains("exited with code 124"),
+        "kube play must name the init container's exit code: {played}"
+    );
+
+    let waitfor = "init-wait-timeout-waitfor";
+    assert_eq!(podman.inspect(waitfor, "{{.State.Status}}"), "exited");
+    assert_eq!(podman.inspect(waitfor, "{{.State.ExitCode}}"), "124");
+    let gave_up = podman
+        .logs(waitfor)
+        .into_iter()
+        .any(|(_, line)| line.contains("timed out") && line.contains("127.0.0.1:8081"));
+    assert!(
+        gave_up,
+        "waitfor's log must say it timed out on 127.0.0.1:8081"
+    );
+
+    let app = "init-wait-timeout-app";
+    assert_eq!(podman.inspect(app, "{{.State.Status}}"), "created");
+    assert_eq!(podman.inspect(app, "{{.State.StartedAt.IsZero}}"), "true");
+    assert!(
+        podman.logs(app).is_empty(),
+        "the app container printed something"
+    );
+}
+
+/// The examples ask for the Pod Security "restricted" profile; podman applies
+/// most of it, so check that what runs is what the manifest says.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn example_containers_run_as_the_restricted_profile_asks() {
+    let podman = podman_with_images();
+    let pod = example_dir("init-wait").join("pod-timeout.yaml");
+    let _guard = PodGuard::new(&podman, &pod, &["init-wait-timeout"]);
+    // The play fails (that is the example's point); the containers exist either way.
+    podman.run(
+        &[
+            "kube",
+            "play",
+            "--replace",
+            "--network",
+            "none",
+            &pod.to_string_lossy(),
+        ],
+        PLAY_TIMEOUT,
+    );
+    for container in ["init-wait-timeout-waitfor", "init-wait-timeout-app"] {
+        let get = |template: &str| podman.inspect(container, template);
+        assert_eq!(get("{{.Config.User}}"), "65532:65532", "{container}");
+        assert_eq!(get("{{.HostConfig.ReadonlyRootfs}}"), "true", "{container}");
+        assert_eq!(get("{{.EffectiveCaps}}"), "[]", "{container}");
+        assert!(
+            get("{{.HostConfig.SecurityOpt}}").contains("no-new-privileges"),
+            "{container}"
+        );
+        assert_ne!(
+            get("{{.HostConfig.Memory}}"),
+            "0",
+            "{container} has no memory limit"
+        );
+    }
+}
+
+/// Each binary image: FROM scratch with no shell, runs as 65532, exec-form
+/// entrypoint, OCI labels, and `--version` prints the workspace version.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn binary_images_are_nonroot_labelled_and_shell_free() {
+    let podman = podman_with_images();
+    for bin in binaries() {
+        let bin = bin.as_str();
+        let image = image_name(bin);
+        podman.require_image(&image);
+        let get = |template: &str| {
+            let out = podman.run(
+                &["image", "inspect", "--format", template, &image],
+                Duration::from_secs(60),
+            );
+            assert!(out.success(), "{out}");
+            out.stdout.trim().to_string()
+        };
+        assert_eq!(get("{{.Config.User}}"), "65532:65532", "{image}");
+        assert_eq!(
+            get("{{json .Config.Entrypoint}}"),
+            format!("[\"/usr/local/bin/{bin}\"]"),
+            "{image}"
+        );
+        let label = |name: &str| get(&format!("{{{{index .Config.Labels \"{name}\"}}}}"));
+        assert_eq!(label("org.opencontainers.image.title"), bin);
+        assert_eq!(label("org.opencontainers.image.version"), VERSION);
+        assert_eq!(label("org.opencontainers.image.licenses"), "Apache-2.0");
+        assert!(label("org.opencontainers.image.source").starts_with("https://"));
+        assert!(!label("org.opencontainers.image.description").is_empty());
+
+        let version = podman.run(
+            &["run", "--rm", "--network", "none", &image, "--version"],
+            Duration::from_secs(60),
+        );
+        assert!(version.success(), "{version}");
+        assert_eq!(version.stdout.trim(), format!("{bin} {VERSION}"));
+
+        let shell = podman.run(
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--entrypoint",
+                "/bin/sh",
+                &image,
+                "-c",
+                "true",
+            ],
+            Duration::from_secs(60),
+        );
+        assert!(
+            !shell.success(),
+            "{image} must not contain a shell: {shell}"
+        );
+    }
+}
+
+/// log-sidecar: the app writes JSON lines and renames its file every 100 lines; logship
+/// streams them to its stdout. After `podman pod stop` (SIGTERM to both), logship's container
+/// log holds every line the app wrote, 1 to the last (the one the app writes at SIGTERM),
+/// exactly once, in order, labelled with the Pod's name and the container's.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn log_sidecar_ships_every_line_through_rotation_and_stop() {
+    let podman = podman_with_images();
+    podman.require_image(&image_name("logship"));
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pod = dir.path().join("log-sidecar.yaml");
+    let manifest =
+        fs::read_to_string(example_dir("log-sidecar").join("pod.yaml")).expect("read pod.yaml");
+    let playable = for_podman(&manifest);
+    assert!(playable.contains("POD_NAME") && !playable.contains("fieldPath: spec.nodeName"));
+    fs::write(&pod, playable).expect("write the podman copy");
+    let _guard = PodGuard::new(&podman, &pod, &["log-sidecar"]);
+    let played = play_isolated(&podman, &pod);
+    assert!(played.success(), "kube play failed: {played}");
+
+    let records = || -> Vec<serde_json::Value> {
+        podman
+            .logs("log-sidecar-logship")
+            .into_iter()
+            .filter_map(|(_, line)| serde_json::from_str::<serde_json::Value>(&line).ok())
+            .filter(|v| v.get("fields").is_some())
+            .collect()
+    };
+    // Past two rotations (every 100 lines) before the stop.
+    let rotated = wait_until(Duration::from_secs(60), || records().len() >= 250);
+    assert!(
+        rotated,
+        "logship shipped only {} records in 60s",
+        records().len()
+    );
+
+    let stopped = podman.run(&["pod", "stop", "-t", "15", "log-sidecar"], PLAY_TIMEOUT);
+    assert!(stopped.success(), "pod stop failed: {stopped}");
+    assert_eq!(
+        podman.inspect("log-sidecar-logship", "{{.State.ExitCode}}"),
+        "0"
+    );
+
+    let shipped = records();
+    let seqs: Vec<u64> = shipped
+        .iter()
+        .map(|r| {
+            r["fields"]["seq"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no seq in {r}"))
+        })
+        .collect();
+    let last = *seqs.last().expect("records");
+    assert_eq!(
+        seqs,
+        (1..=last).collect::<Vec<_>>(),
+        "every line from 1 to {last}, once and in order"
+    );
+    let final_record = shipped.last().expect("records");
+    assert_eq!(
+        final_record["fields"]["msg"], "last line, written at SIGTERM",
+        "{final_record}"
+    );
+    assert_eq!(final_record["labels"]["pod"], "log-sidecar");
+    assert_eq!(final_record["labels"]["container"], "app");
+    assert_eq!(final_record["file"], "/logs/app.log");
+}
