@@ -423,3 +423,40 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     Some(out)
 }
+
+#[test]
+fn a_corrupt_checkpoint_is_set_aside_and_reading_starts_over() {
+    let s = Scene::new();
+    append(&s.log("a.log"), "one\ntwo\n");
+    let cp_dir = s.logs().join(".logship");
+    std::fs::create_dir_all(&cp_dir).expect("checkpoint dir");
+    std::fs::write(
+        cp_dir.join("checkpoints.json"),
+        "{\"version\":1,\"files\":[{trunc",
+    )
+    .expect("corrupt");
+    for _ in 0..2 {
+        // The second run proves there is no crash loop: the bad file is gone, a good one is back.
+        let (code, _, _) =
+            Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--oneshot"])).finish(LIMIT);
+        assert_eq!(code, Some(0), "{}", s.stderr());
+    }
+    assert_eq!(s.shipped(), vec!["one", "two"]);
+    assert!(
+        s.stderr().contains("the checkpoint file is corrupt"),
+        "{}",
+        s.stderr()
+    );
+    let aside = std::fs::read_dir(&cp_dir)
+        .expect("list")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("checkpoints.json.corrupt-")
+        })
+        .count();
+    assert_eq!(aside, 1);
+    let good = std::fs::read_to_string(cp_dir.join("checkpoints.json")).expect("new checkpoint");
+    assert!(good.contains("\"offset\":8"), "{good}");
+}

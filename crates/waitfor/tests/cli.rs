@@ -216,3 +216,24 @@ fn command_that_cannot_run_exits_127_or_126_and_never_runs_after_timeout() {
     out.assert_code(124);
     assert!(!flag.exists(), "COMMAND ran after a timeout");
 }
+
+#[test]
+fn a_target_still_down_is_reported_every_ten_seconds_with_its_last_error() {
+    let port = free_port();
+    let out = run(&["--timeout", "10500ms", &format!("127.0.0.1:{port}")]);
+    out.assert_code(124).assert_stderr_has(&format!(
+        "still waiting for tcp://127.0.0.1:{port} after 10"
+    ));
+    let reports = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("still waiting"))
+        .count();
+    assert_eq!(reports, 1, "{}", out.stderr);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("still waiting"))
+        .unwrap_or_default();
+    assert!(line.contains("connection refused"), "{line}");
+}
