@@ -1,0 +1,249 @@
+//! Headers on the way through. Hop-by-hop headers are removed in both directions (RFC 9110
+//! section 7.6.1: Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, Upgrade, and
+//! every header the Connection header names), except that an Upgrade the proxy passes on keeps
+//! `Upgrade` and `Connection: upgrade`. Repeated headers (Set-Cookie) are left as they are.
+//! `X-Forwarded-For` keeps what came in only from a trusted proxy, `X-Forwarded-Proto` and
+//! `-Host` are set, and `X-Request-Id` is kept when sane or generated.
+
+use std::net::IpAddr;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE,
+};
+use ipnet::IpNet;
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest `X-Request-Id` passed on as it came.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Removes hop-by-hop headers. With `upgrade`, the `Upgrade` header and a `Connection: upgrade`
+/// are kept (the proxy passes the upgrade on); everything else Connection names still goes.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in [
+        CONNECTION,
+        PROXY_CONNECTION,
+        KEEP_ALIVE,
+        TE,
+        TRANSFER_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Proxies whose `X-Forwarded-For` we extend rather than replace.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    /// Parses CIDRs (`10.0.0.0/8`) or single addresses, separated by commas.
+    pub fn parse(list: &[String]) -> Result<TrustedProxies, String> {
+        let mut nets = Vec::new();
+        for item in list
+            .iter()
+            .flat_map(|s| s.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            let net = item
+                .parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    format!(
+                        "--trusted-proxies {item:?} is not a CIDR or an address, e.g. 10.0.0.0/8"
+                    )
+                })?;
+            nets.push(net);
+        }
+        Ok(TrustedProxies(nets))
+    }
+
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(peer),
+            v4 => v4,
+        };
+        self.0.iter().any(|n| n.contains(&peer))
+    }
+}
+
+/// Sets the X-Forwarded-* headers for a request from `peer` that arrived over `proto`.
+pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &str, trusted: &TrustedProxies) {
+    let from_trusted = trusted.trusts(peer);
+    let prior: Vec<String> = if from_trusted {
+        headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut chain = prior.join(", ");
+    if !chain.is_empty() {
+        chain.push_str(", ");
+    }
+    chain.push_str(&peer.to_string());
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    let keep_proto = from_trusted && headers.contains_key(&X_FORWARDED_PROTO);
+    if !keep_proto {
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if proto == "https" { "https" } else { "http" }),
+        );
+    }
+    let keep_host = from_trusted && headers.contains_key(&X_FORWARDED_HOST);
+    if !keep_host {
+        match headers.get(HOST).cloned() {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST, host);
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+}
+
+/// The request id to use: the incoming one when it is short printable ASCII, else a new one.
+/// Returns it and writes it into `headers`.
+pub fn request_id(headers: &mut HeaderMap) -> String {
+    let incoming = headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(str::to_string);
+    let id = incoming.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret"),
+            ("connection", "close"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "s"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("upgrade", "websocket"),
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("x-app", "kept"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["set-cookie", "x-app"]);
+        assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_upgrade_and_connection_upgrade() {
+        let mut h = map(&[
+            ("connection", "Upgrade, X-Other"),
+            ("upgrade", "websocket"),
+            ("x-other", "1"),
+        ]);
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert!(h.get("x-other").is_none());
+    }
+
+    #[test]
+    fn forwarded_for_is_extended_only_for_trusted_peers() {
+        let trusted =
+            TrustedProxies::parse(&["10.0.0.0/8, 192.168.1.1".to_string()]).expect("valid");
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("host", "shop.example"),
+        ]);
+        set_forwarded(&mut h, "10.1.2.3".parse().expect("ip"), "http", &trusted);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+
+        let mut spoofed = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("host", "a"),
+        ]);
+        set_forwarded(
+            &mut spoofed,
+            "198.51.100.7".parse().expect("ip"),
+            "http",
+            &trusted,
+        );
+        assert_eq!(spoofed["x-forwarded-for"], "198.51.100.7");
+        assert_eq!(spoofed["x-forwarded-proto"], "http");
+        assert!(TrustedProxies::parse(&["not-a-net".to_string()]).is_err());
+        assert!(trusted.trusts("::ffff:10.0.0.1".parse().expect("mapped v4")));
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_and_generated_otherwise() {
+        let mut h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&mut h), "abc-123");
+        let mut none = HeaderMap::new();
+        let id = request_id(&mut none);
+        assert_eq!(id.len(), 32);
+        assert_eq!(none["x-request-id"], id.as_str());
+        let mut long = map(&[("x-request-id", &"x".repeat(200))]);
+        assert_ne!(request_id(&mut long).len(), 200);
+    }
+}
