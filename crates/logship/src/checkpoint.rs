@@ -216,16 +216,21 @@ impl Positions {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Finds and removes the remembered entry that describes `file` (see [`crate::identity`]).
-    pub fn claim(&self, dev_ino: DevIno, file: &File, size: u64) -> Option<Entry> {
+    /// Finds and removes the remembered entry that describes `file`, whose current head is
+    /// `head` (see [`crate::identity`]): a fingerprint entry matches by content alone (a hash
+    /// comparison); a shorter one needs the same device and inode, and the file must still
+    /// start with the bytes it was taken from (the only case that reads the file).
+    pub fn claim(&self, dev_ino: DevIno, file: &File, head: Head) -> Option<Entry> {
         let mut state = self.lock();
         let found = state.remembered.iter().rposition(|(_, e)| {
-            let head = e.head();
-            let by_content = head.is_fingerprint();
-            let by_inode = e.dev_ino() == dev_ino;
-            (by_content || by_inode)
-                && size >= u64::from(head.len)
-                && head.is_prefix_of(file).unwrap_or(false)
+            let theirs = e.head();
+            if theirs.is_fingerprint() {
+                theirs == head
+            } else {
+                e.dev_ino() == dev_ino
+                    && head.len >= theirs.len
+                    && theirs.is_prefix_of(file).unwrap_or(false)
+            }
         })?;
         Some(state.remembered.swap_remove(found).1)
     }

@@ -16,7 +16,6 @@ pub mod tail;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 use podkit_runtime::admin::{Admin, Readiness};
 use podkit_runtime::Shutdown;
@@ -226,6 +225,3 @@ async fn save(store: &Store, positions: &Positions, metrics: &Metrics, force: bo
         Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
     };
 }
-
-/// How long the reader sleeps at most between polls; exposed for tests.
-pub const DEFAULT_POLL: Duration = Duration::from_millis(250);

@@ -438,7 +438,7 @@ impl Tailer {
             .then(|| self.recent.iter().position(|(h, _)| *h == head))
             .flatten()
             .and_then(|i| self.recent.remove(i));
-        let claimed = self.positions.claim(dev_ino, &file, size);
+        let claimed = self.positions.claim(dev_ino, &file, head);
         let claimed = match (recent, claimed) {
             (Some((_, offset)), Some(mut entry)) => {
                 entry.offset = entry.offset.max(offset);
