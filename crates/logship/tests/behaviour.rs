@@ -39,7 +39,7 @@ fn read_from_end_skips_what_existed_at_the_very_first_start_only() {
     let s = Scene::new();
     append(&s.log("old.log"), "before\n");
     let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--read-from", "end"]));
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_millis(1000));
     append(&s.log("old.log"), "after\n");
     append(&s.log("new.log"), "new file from its start\n");
     s.wait_for("the new lines", |l| l.len() >= 2);
@@ -394,7 +394,7 @@ fn stdout_sink_and_admin_metrics() {
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::null());
     let g = Guard::spawn(&mut cmd);
-    let metrics = (0..200)
+    let metrics = (0..400)
         .find_map(|_| {
             std::thread::sleep(Duration::from_millis(25));
             let body = http_get(port, "/metrics")?;

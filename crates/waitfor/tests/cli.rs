@@ -158,7 +158,7 @@ fn sigterm_and_sigint_end_the_wait_with_143_and_130() {
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
         let mut guard =
             Guard::spawn(waitfor().args(["--timeout", "0", &format!("127.0.0.1:{}", free_port())]));
-        assert_still_waiting(&mut guard, Duration::from_millis(300));
+        assert_still_waiting(&mut guard, Duration::from_millis(600));
         send_signal(guard.id(), signal);
         let out = guard.finish(Duration::from_secs(10));
         out.assert_code(code)
@@ -220,7 +220,14 @@ fn command_that_cannot_run_exits_127_or_126_and_never_runs_after_timeout() {
 #[test]
 fn a_target_still_down_is_reported_every_ten_seconds_with_its_last_error() {
     let port = free_port();
-    let out = run(&["--timeout", "10500ms", &format!("127.0.0.1:{port}")]);
+    // Attempts every 200ms or less, so one falls between the 10s mark and the deadline.
+    let out = run(&[
+        "--timeout",
+        "10500ms",
+        "--max-interval",
+        "200ms",
+        &format!("127.0.0.1:{port}"),
+    ]);
     out.assert_code(124).assert_stderr_has(&format!(
         "still waiting for tcp://127.0.0.1:{port} after 10"
     ));
