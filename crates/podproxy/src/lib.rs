@@ -1,8 +1,139 @@
-//! podproxy: the Pod's front door. This crate holds, so far, the request-shaping core that the
-//! server is built on: route matching ([`route`]), path normalization before routing
-//! ([`normalize`]), and the forwarding headers ([`forward`]). The listener, upstream pool,
-//! access log, admin and drain come next (issue "podproxy"); until then no binary is shipped.
+//! podproxy: the Pod's front door. accept ([`server`]) → limits → normalize ([`normalize`]) →
+//! route ([`route`]) → headers ([`forward`]) → upstream pool ([`upstream`]) → stream back →
+//! access log ([`access_log`]) + metrics ([`metrics`]); the drain wraps it all ([`run`]).
 
+pub mod access_log;
+pub mod config;
 pub mod forward;
+pub mod metrics;
 pub mod normalize;
+pub mod proxy;
 pub mod route;
+pub mod server;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use podkit_runtime::admin::{Admin, Readiness};
+use podkit_runtime::{Shutdown, Signal};
+use tokio::net::TcpListener;
+
+pub use config::{Cli, Config, ConfigError};
+
+pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("the drain timed out after --drain-timeout with {0} connections still open")]
+    DrainTimeout(usize),
+}
+
+/// Serves until `shutdown` fires, then drains. Listeners are bound by the caller (port 0 in
+/// tests).
+pub async fn run(
+    config: Config,
+    listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    mut shutdown: Shutdown,
+) -> Result<(), RunError> {
+    let access_log = access_log::AccessLog::start(
+        config.access_log.clone(),
+        config.access_log_format,
+        config.access_log_redact_query,
+    )
+    .map_err(RunError::Setup)?;
+    let (metrics, mut registry) = metrics::Metrics::new();
+    registry.register(
+        "access_log_dropped",
+        "Access log lines dropped because the writer fell behind",
+        access_log.dropped.clone(),
+    );
+    let metrics = Arc::new(metrics);
+    let readiness = Readiness::default();
+    let (admin_stop, admin_trigger) = Shutdown::new();
+    if let Some(listener) = admin {
+        let admin = Admin {
+            registry: Arc::new(registry),
+            readiness: readiness.clone(),
+        };
+        tokio::spawn(admin.serve(listener, admin_stop));
+    }
+    let proxy = Arc::new(proxy::Proxy {
+        routes: config.routes.clone(),
+        clients: upstream::Clients::new(
+            config.upstream_connect_timeout,
+            config.upstream_idle_timeout,
+        ),
+        trusted: config.trusted.clone(),
+        access_log,
+        metrics,
+        upstream_response_timeout: config.upstream_response_timeout,
+        max_body_bytes: config.max_body_bytes,
+    });
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    let routes: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{} -> {}",
+                r.host.as_deref().unwrap_or(""),
+                r.prefix,
+                r.upstream
+            )
+        })
+        .collect();
+    tracing::info!(listen = ?addrs, routes = ?routes, "podproxy listening on {}: {}", addrs.join(", "), routes.join(", "));
+
+    let (stop_accepting, stop_trigger) = Shutdown::new();
+    let limits = server::Limits {
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: config.max_header_bytes,
+        max_connections: config.max_connections,
+    };
+    let serving = tokio::spawn(server::serve(
+        listeners,
+        proxy,
+        limits,
+        stop_accepting,
+        config.drain_timeout,
+    ));
+    readiness.set(true);
+    if let Some(path) = &config.ready_file {
+        std::fs::write(path, b"ready\n").map_err(|e| {
+            RunError::Setup(format!(
+                "--ready-file {}: cannot write it ({e}); give a writable path",
+                path.display()
+            ))
+        })?;
+    }
+
+    let signal = shutdown.recv().await;
+    tracing::info!(signal = ?signal, "draining: not ready; accepting for {} more, then finishing requests in flight (up to {})",
+        podkit_runtime::units::format_duration(config.drain_delay),
+        podkit_runtime::units::format_duration(config.drain_timeout));
+    readiness.set(false);
+    if let Some(path) = &config.ready_file {
+        let _ = std::fs::remove_file(path);
+    }
+    tokio::time::sleep(config.drain_delay).await;
+    stop_trigger.fire(Signal::Requested);
+    let open = serving
+        .await
+        .map_err(|e| RunError::Setup(format!("server task failed: {e}")))?;
+    admin_trigger.fire(Signal::Requested);
+    // Let the access log writer flush what the last requests logged.
+    tokio::time::sleep(access_log::FLUSH_EVERY + std::time::Duration::from_millis(100)).await;
+    if open > 0 {
+        return Err(RunError::DrainTimeout(open));
+    }
+    tracing::info!("drained: every request finished");
+    Ok(())
+}

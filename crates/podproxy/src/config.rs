@@ -1,0 +1,200 @@
+//! podproxy's command line (clap, every flag with a `PODPROXY_*` env twin) and its validation
+//! into a typed [`Config`]. Every error names the flag and the fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use podkit_runtime::logging::{LogFormat, LogSettings};
+use podkit_runtime::{parse_duration, parse_size};
+
+use crate::access_log;
+use crate::forward::TrustedProxies;
+use crate::route::{Route, Routes};
+
+/// The Pod's front door: route requests on the Pod's port to the containers on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(name = "podproxy", version, about)]
+pub struct Cli {
+    /// Where to listen; repeatable.
+    #[arg(
+        long,
+        env = "PODPROXY_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// PREFIX=UPSTREAM[,strip][,h2c], e.g. /api=http://127.0.0.1:5000; repeatable.
+    #[arg(
+        long = "route",
+        env = "PODPROXY_ROUTE",
+        value_delimiter = ';',
+        required = true
+    )]
+    pub routes: Vec<String>,
+
+    /// stdout, off, or an absolute path (reopened when rotated away).
+    #[arg(long, env = "PODPROXY_ACCESS_LOG", default_value = "stdout")]
+    pub access_log: String,
+
+    #[arg(
+        long,
+        env = "PODPROXY_ACCESS_LOG_FORMAT",
+        value_enum,
+        default_value = "json"
+    )]
+    pub access_log_format: access_log::Format,
+
+    /// Log query strings as REDACTED.
+    #[arg(long, env = "PODPROXY_ACCESS_LOG_REDACT_QUERY")]
+    pub access_log_redact_query: bool,
+
+    /// Serve /live, /ready and /metrics here.
+    #[arg(long, env = "PODPROXY_ADMIN")]
+    pub admin: Option<SocketAddr>,
+
+    /// Written once ready, removed at drain (for `waitfor file://...`).
+    #[arg(long, env = "PODPROXY_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+
+    /// After SIGTERM: keep accepting this long while endpoints leave the Service.
+    #[arg(long, env = "PODPROXY_DRAIN_DELAY", default_value = "5s")]
+    pub drain_delay: String,
+
+    /// After the drain delay: the longest wait for requests in flight.
+    #[arg(long, env = "PODPROXY_DRAIN_TIMEOUT", default_value = "25s")]
+    pub drain_timeout: String,
+
+    /// The longest time a client may take to send the request head (slowloris).
+    #[arg(long, env = "PODPROXY_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+
+    #[arg(long, env = "PODPROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s")]
+    pub upstream_connect_timeout: String,
+
+    /// The longest wait for the upstream's response head (504 after it).
+    #[arg(
+        long,
+        env = "PODPROXY_UPSTREAM_RESPONSE_TIMEOUT",
+        default_value = "60s"
+    )]
+    pub upstream_response_timeout: String,
+
+    /// Pooled upstream connections idle longer than this are closed (below the app's keep-alive).
+    #[arg(long, env = "PODPROXY_UPSTREAM_IDLE_TIMEOUT", default_value = "3s")]
+    pub upstream_idle_timeout: String,
+
+    /// The largest request head (431 beyond it).
+    #[arg(long, env = "PODPROXY_MAX_HEADER_BYTES", default_value = "64KiB")]
+    pub max_header_bytes: String,
+
+    /// The largest request body (413 beyond it).
+    #[arg(long, env = "PODPROXY_MAX_BODY_BYTES", default_value = "64MiB")]
+    pub max_body_bytes: String,
+
+    /// Open client connections at most; more wait to be accepted.
+    #[arg(long, env = "PODPROXY_MAX_CONNECTIONS", default_value = "4096")]
+    pub max_connections: usize,
+
+    /// Peers (CIDRs) whose X-Forwarded-For is extended rather than replaced.
+    #[arg(long, env = "PODPROXY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
+    #[arg(long, env = "PODPROXY_LOG_FORMAT", value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+
+    #[arg(long, env = "PODPROXY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub routes: Routes,
+    pub access_log: access_log::Target,
+    pub access_log_format: access_log::Format,
+    pub access_log_redact_query: bool,
+    pub admin: Option<SocketAddr>,
+    pub ready_file: Option<PathBuf>,
+    pub drain_delay: Duration,
+    pub drain_timeout: Duration,
+    pub header_read_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_response_timeout: Duration,
+    pub upstream_idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub max_connections: usize,
+    pub trusted: TrustedProxies,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let e = ConfigError;
+        let duration = |flag: &str, v: &str| -> Result<Duration, ConfigError> {
+            match parse_duration(v) {
+                Ok(d) if !d.is_zero() => Ok(d),
+                Ok(_) => Err(e(format!("--{flag} must be more than 0"))),
+                Err(x) => Err(e(format!("--{flag}: {x}"))),
+            }
+        };
+        let drain_delay =
+            parse_duration(&cli.drain_delay).map_err(|x| e(format!("--drain-delay: {x}")))?;
+        let routes = cli
+            .routes
+            .iter()
+            .map(|r| Route::parse(r.trim()).map_err(|x| e(x.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let size = |flag: &str, v: &str| -> Result<u64, ConfigError> {
+            match parse_size(v) {
+                Ok(0) => Err(e(format!("--{flag} must be more than 0"))),
+                Ok(n) => Ok(n),
+                Err(x) => Err(e(format!("--{flag}: {x}"))),
+            }
+        };
+        let max_header_bytes = size("max-header-bytes", &cli.max_header_bytes)?;
+        if max_header_bytes < 8192 {
+            return Err(e("--max-header-bytes must be at least 8KiB".into()));
+        }
+        if cli.max_connections == 0 {
+            return Err(e("--max-connections must be more than 0".into()));
+        }
+        Ok(Config {
+            listen: cli.listen,
+            routes: Routes::new(routes),
+            access_log: access_log::Target::parse(&cli.access_log).map_err(e)?,
+            access_log_format: cli.access_log_format,
+            access_log_redact_query: cli.access_log_redact_query,
+            admin: cli.admin,
+            ready_file: cli.ready_file,
+            drain_delay,
+            drain_timeout: duration("drain-timeout", &cli.drain_timeout)?,
+            header_read_timeout: duration("header-read-timeout", &cli.header_read_timeout)?,
+            upstream_connect_timeout: duration(
+                "upstream-connect-timeout",
+                &cli.upstream_connect_timeout,
+            )?,
+            upstream_response_timeout: duration(
+                "upstream-response-timeout",
+                &cli.upstream_response_timeout,
+            )?,
+            upstream_idle_timeout: duration("upstream-idle-timeout", &cli.upstream_idle_timeout)?,
+            max_header_bytes: usize::try_from(max_header_bytes)
+                .map_err(|_| e("--max-header-bytes is too large".into()))?,
+            max_body_bytes: size("max-body-bytes", &cli.max_body_bytes)?,
+            max_connections: cli.max_connections,
+            trusted: TrustedProxies::parse(&cli.trusted_proxies).map_err(e)?,
+            log: LogSettings {
+                format: cli.log_format,
+                level: cli.log_level,
+            },
+        })
+    }
+}

@@ -1,0 +1,431 @@
+//! One request through the proxy: refuse what must be refused (absolute-form for another host,
+//! CONNECT, a malformed path, an oversized body), normalize the path, pick the route, shape the
+//! headers, forward with a response-head timeout, stream the answer back, pass upgrades
+//! (WebSocket) through once the upstream has answered 101, and log the request.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, REFERER, TRANSFER_ENCODING, UPGRADE, USER_AGENT};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper_util::rt::TokioIo;
+
+use crate::access_log::{AccessLog, Entry};
+use crate::forward;
+use crate::metrics::Metrics;
+use crate::normalize::normalize_path;
+use crate::route::Routes;
+use crate::upstream::{upstream_uri, Body, BoxError, Clients};
+
+/// What every request needs; shared by all connections.
+pub struct Proxy {
+    pub routes: Routes,
+    pub clients: Clients,
+    pub trusted: forward::TrustedProxies,
+    pub access_log: AccessLog,
+    pub metrics: Arc<Metrics>,
+    pub upstream_response_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+/// Facts about the request kept for the access log.
+struct Seen {
+    start: Instant,
+    start_nanos: i128,
+    client: SocketAddr,
+    method: String,
+    path: String,
+    query: Option<String>,
+    protocol: String,
+    request_id: String,
+    host: Option<String>,
+    user_agent: Option<String>,
+    referer: Option<String>,
+    bytes_in: Arc<AtomicU64>,
+}
+
+impl Proxy {
+    pub async fn handle(
+        self: Arc<Self>,
+        client: SocketAddr,
+        tls: bool,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Infallible> {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let mut seen = Seen {
+            start: Instant::now(),
+            start_nanos: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or_default(),
+            client,
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().map(str::to_string),
+            protocol: format!("{:?}", req.version()),
+            request_id: String::new(),
+            host: header(HOST).or_else(|| req.uri().authority().map(|a| a.to_string())),
+            user_agent: header(USER_AGENT),
+            referer: header(REFERER),
+            bytes_in: Arc::new(AtomicU64::new(0)),
+        };
+        let (resp, route_label, upstream, upstream_time) =
+            match self.forward(client, tls, req, &mut seen).await {
+                Ok(done) => done,
+                Err((status, why)) => (error_response(status, why), "none".to_string(), None, None),
+            };
+        self.metrics
+            .request(&route_label, resp.status().as_u16(), seen.start.elapsed());
+        Ok(self.with_access_log(resp, seen, upstream, upstream_time))
+    }
+
+    #[allow(clippy::type_complexity)]
+    async fn forward(
+        &self,
+        client: SocketAddr,
+        tls: bool,
+        mut req: Request<Incoming>,
+        seen: &mut Seen,
+    ) -> Result<
+        (Response<Body>, String, Option<String>, Option<Duration>),
+        (StatusCode, &'static str),
+    > {
+        if req.method() == Method::CONNECT {
+            return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n"));
+        }
+        // HTTP/1.x absolute-form (RFC 9112 3.2.2) is what clients send to forward proxies; we
+        // are none, so it is refused unless it names one of our host routes.
+        if req.version() < Version::HTTP_2 {
+            if let Some(authority) = req.uri().authority() {
+                let ours = self
+                    .routes
+                    .iter()
+                    .any(|r| r.host.as_deref() == Some(&authority.host().to_ascii_lowercase()));
+                if !ours {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        "absolute-form requests for another host are refused\n",
+                    ));
+                }
+            }
+            // Framing (RFC 9112 6.3) is settled by hyper's parser before we see the request:
+            // conflicting Content-Length values and a non-chunked Transfer-Encoding are answered
+            // 400; with both Transfer-Encoding and Content-Length, Transfer-Encoding wins, the
+            // length is dropped and the connection is closed after the answer. This is a second
+            // line for requests built by other means (HTTP/2 is framed by its own frames).
+            let lengths: Vec<&HeaderValue> = req.headers().get_all(CONTENT_LENGTH).iter().collect();
+            if req.headers().contains_key(TRANSFER_ENCODING) && !lengths.is_empty() {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "both Transfer-Encoding and Content-Length\n",
+                ));
+            }
+            if lengths.windows(2).any(|w| w[0] != w[1]) {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    "conflicting Content-Length values\n",
+                ));
+            }
+        }
+        let path = normalize_path(req.uri().path())
+            .map_err(|_| (StatusCode::BAD_REQUEST, "malformed path\n"))?;
+        seen.path = path.clone();
+        let host = seen.host.clone();
+        let route = self
+            .routes
+            .find(host.as_deref(), &path)
+            .ok_or((StatusCode::NOT_FOUND, "no route\n"))?
+            .clone();
+        let label = route_label(&route);
+        if req.body().size_hint().lower() > self.max_body_bytes {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+        }
+
+        let upgrade = req.version() < Version::HTTP_2
+            && req.headers().contains_key(UPGRADE)
+            && req
+                .headers()
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+                });
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        forward::remove_hop_by_hop(&mut parts.headers, upgrade);
+        forward::set_forwarded(
+            &mut parts.headers,
+            client.ip(),
+            if tls { "https" } else { "http" },
+            &self.trusted,
+        );
+        seen.request_id = forward::request_id(&mut parts.headers);
+        let mut path_and_query = route.upstream_path(&path);
+        if let Some(q) = &seen.query {
+            path_and_query.push('?');
+            path_and_query.push_str(q);
+        }
+        parts.uri = upstream_uri(&route.upstream, &path_and_query)
+            .map_err(|_| (StatusCode::BAD_REQUEST, "bad request target\n"))?;
+        parts.version = if route.h2c {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        if route.h2c {
+            parts.headers.remove(HOST);
+        } else if !parts.headers.contains_key(HOST) {
+            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                parts.headers.insert(HOST, h);
+            }
+        }
+        let limited = LimitedBody::new(body, self.max_body_bytes, Arc::clone(&seen.bytes_in));
+        let upstream_req = Request::from_parts(parts, limited.boxed());
+
+        let sent = Instant::now();
+        let upstream_name = route.upstream.to_string();
+        let response = match tokio::time::timeout(
+            self.upstream_response_timeout,
+            self.clients.send(&route.upstream, route.h2c, upstream_req),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err((
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream did not answer in time\n",
+                ))
+            }
+            Ok(Err(e)) => {
+                if e.is_connect() {
+                    self.metrics.upstream_connect_errors.inc();
+                }
+                tracing::debug!(upstream = %upstream_name, error = %e, "upstream request failed");
+                let too_large = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<hyper::Error>())
+                    .and_then(std::error::Error::source)
+                    .is_some_and(|s| s.is::<BodyTooLarge>());
+                if too_large {
+                    return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
+                }
+                return Err((StatusCode::BAD_GATEWAY, "upstream unavailable\n"));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let upstream_time = sent.elapsed();
+        let mut response = response;
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            if let Some(client_side) = client_upgrade {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(c),
+                            &mut TokioIo::new(u),
+                        )
+                        .await;
+                    }
+                });
+            }
+        }
+        let (mut parts, body) = response.into_parts();
+        forward::remove_hop_by_hop(&mut parts.headers, switching && upgrade);
+        if let Ok(v) = HeaderValue::from_str(&seen.request_id) {
+            parts.headers.insert(forward::X_REQUEST_ID, v);
+        }
+        let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
+        Ok((
+            Response::from_parts(parts, body),
+            label,
+            Some(upstream_name),
+            Some(upstream_time),
+        ))
+    }
+
+    fn with_access_log(
+        &self,
+        resp: Response<Body>,
+        seen: Seen,
+        upstream: Option<String>,
+        upstream_time: Option<Duration>,
+    ) -> Response<Body> {
+        if !self.access_log.enabled() {
+            return resp;
+        }
+        let status = resp.status().as_u16();
+        let log = self.access_log.clone();
+        let (parts, body) = resp.into_parts();
+        let counted = CountingBody {
+            inner: body,
+            bytes: 0,
+            on_end: Some(Box::new(move |bytes_out| {
+                log.log(&Entry {
+                    start_nanos: seen.start_nanos,
+                    client: seen.client.ip().to_string(),
+                    method: seen.method,
+                    path: seen.path,
+                    query: seen.query,
+                    protocol: seen.protocol,
+                    status,
+                    bytes_in: seen.bytes_in.load(Ordering::Relaxed),
+                    bytes_out,
+                    duration: seen.start.elapsed(),
+                    upstream,
+                    upstream_time,
+                    request_id: seen.request_id,
+                    host: seen.host,
+                    user_agent: seen.user_agent,
+                    referer: seen.referer,
+                })
+            })),
+        };
+        Response::from_parts(parts, counted.boxed())
+    }
+}
+
+fn route_label(route: &crate::route::Route) -> String {
+    match &route.host {
+        Some(h) => format!("{h}{}", route.prefix),
+        None => route.prefix.clone(),
+    }
+}
+
+fn error_response(status: StatusCode, why: &'static str) -> Response<Body> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from_static(why.as_bytes()))
+            .map_err(|e| match e {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The error a request body longer than `--max-body-bytes` ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than --max-body-bytes")]
+pub struct BodyTooLarge;
+
+/// A request body that fails once more than `max` bytes have passed.
+struct LimitedBody {
+    inner: Incoming,
+    left: u64,
+    passed: Arc<AtomicU64>,
+}
+
+impl LimitedBody {
+    fn new(inner: Incoming, max: u64, passed: Arc<AtomicU64>) -> LimitedBody {
+        LimitedBody {
+            inner,
+            left: max,
+            passed,
+        }
+    }
+}
+
+impl hyper::body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > self.left {
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    self.left -= n;
+                    self.passed.fetch_add(n, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            other => other.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+type OnEnd = Box<dyn FnOnce(u64) + Send + Sync>;
+
+/// A response body that counts what it passes and reports once, when finished or dropped.
+struct CountingBody {
+    inner: Body,
+    bytes: u64,
+    on_end: Option<OnEnd>,
+}
+
+impl hyper::body::Body for CountingBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.bytes += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl CountingBody {
+    fn finish(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f(self.bytes);
+        }
+    }
+}
+
+impl Drop for CountingBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,107 @@
+//! Listening and draining. Each listener accepts connections (at most `--max-connections` open
+//! at once) and serves HTTP/1.1 and HTTP/2 cleartext (prior knowledge) with hyper-util's auto
+//! builder, upgrades included. On shutdown: `/ready` turns 503 and the ready file goes at once;
+//! the listeners keep accepting for `--drain-delay` (endpoints are still leaving the Service),
+//! then close; keep-alive clients are asked to go (`Connection: close`, HTTP/2 GOAWAY), and
+//! requests in flight get up to `--drain-timeout` to finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use podkit_runtime::Shutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::proxy::Proxy;
+
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+/// Serves `listeners` until `stop_accepting` resolves, then drains for at most `drain_timeout`.
+/// Returns the number of connections that were still open when the drain timed out.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    proxy: Arc<Proxy>,
+    limits: Limits,
+    mut stop_accepting: Shutdown,
+    drain_timeout: Duration,
+) -> usize {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        // CVE-2023-44487 (rapid reset): hyper caps pending accept resets per connection.
+        .max_pending_accept_reset_streams(Some(20));
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
+    let mut accept_tasks = Vec::new();
+    for listener in listeners {
+        let tx = conn_tx.clone();
+        let permits = Arc::clone(&permits);
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                    return;
+                };
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        if tx.send((stream, peer, permit)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(conn_tx);
+    loop {
+        tokio::select! {
+            conn = conn_rx.recv() => {
+                let Some((stream, peer, permit)) = conn else { break };
+                let metrics = Arc::clone(&proxy.metrics);
+                metrics.open_connections.inc();
+                let proxy = Arc::clone(&proxy);
+                let service = service_fn(move |req| Arc::clone(&proxy).handle(peer, false, req));
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                    }
+                    metrics.open_connections.dec();
+                    drop(permit);
+                });
+            }
+            _ = stop_accepting.recv() => break,
+        }
+    }
+    for task in accept_tasks {
+        task.abort();
+    }
+    match tokio::time::timeout(drain_timeout, graceful.shutdown()).await {
+        Ok(()) => 0,
+        Err(_) => limits.max_connections - permits.available_permits(),
+    }
+}

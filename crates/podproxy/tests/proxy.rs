@@ -1,0 +1,524 @@
+//! podproxy against real upstreams on loopback: hyper servers run by the test (echo, slow,
+//! WebSocket-style upgrade echo) and busybox httpd (a second, independent HTTP implementation).
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+/// The test upstream: a hyper server on a runtime of its own.
+struct Upstream {
+    addr: SocketAddr,
+    _rt: tokio::runtime::Runtime,
+}
+
+async fn upstream_handler(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/slow" {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if path == "/ws" {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(up) = on.await {
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .body(Full::new(Bytes::new()))
+            .expect("response"));
+    }
+    let mut text = format!(
+        "path={}\nquery={}\nversion={:?}\n",
+        path,
+        req.uri().query().unwrap_or(""),
+        req.version()
+    );
+    for (k, v) in req.headers() {
+        text.push_str(&format!("{}={}\n", k, v.to_str().unwrap_or("?")));
+    }
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    text.push_str(&format!("body-bytes={}\n", body.len()));
+    Ok(Response::builder()
+        .header("set-cookie", "a=1")
+        .header("set-cookie", "b=2")
+        .header("connection", "x-hop")
+        .header("x-hop", "must not pass")
+        .body(Full::new(Bytes::from(text)))
+        .expect("response"))
+}
+
+impl Upstream {
+    fn start() -> Upstream {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("rt");
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            hyper::service::service_fn(upstream_handler),
+                        )
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, _rt: rt }
+    }
+}
+
+/// podproxy as a child process, killed on drop.
+struct Podproxy {
+    child: Child,
+    port: u16,
+    admin: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Podproxy {
+    fn start(routes: &[String], extra: &[&str]) -> Podproxy {
+        let port = free_port();
+        let admin = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_podproxy"));
+        cmd.args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .args([
+            "--access-log",
+            &dir.path().join("access.log").display().to_string(),
+        ])
+        .args([
+            "--ready-file",
+            &dir.path().join("ready").display().to_string(),
+        ])
+        .args(["--log-format", "text"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        for r in routes {
+            cmd.arg("--route").arg(r);
+        }
+        cmd.args(extra);
+        let child = cmd.spawn().expect("spawn podproxy");
+        let p = Podproxy {
+            child,
+            port,
+            admin,
+            dir,
+        };
+        let start = Instant::now();
+        while !p.dir.path().join("ready").exists() {
+            assert!(
+                start.elapsed() < LIMIT,
+                "podproxy never wrote its ready file"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        p
+    }
+
+    fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.path().join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("access log line is JSON"))
+            .collect()
+    }
+}
+
+impl Drop for Podproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends raw bytes, reads the whole answer (the request should say Connection: close).
+fn raw(port: u16, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    s.write_all(request).expect("write");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn get(port: u16, path: &str) -> String {
+    raw(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn status(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn routes_by_longest_prefix_strip_and_404() {
+    let front = Upstream::start();
+    let back = Upstream::start();
+    let p = Podproxy::start(
+        &[
+            format!("/=http://{}", front.addr),
+            format!("/api=http://{},strip", back.addr),
+        ],
+        &[],
+    );
+    let r = get(p.port, "/api/items?x=1");
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        r.contains("path=/items\n") && r.contains("query=x=1\n"),
+        "{r}"
+    );
+    let r = get(p.port, "/apiary");
+    assert!(r.contains("path=/apiary\n"), "the / route, not /api: {r}");
+    // Normalization first: the dot segments cannot reach /api's upstream under another name,
+    // and an encoded prefix is still the prefix.
+    let r = get(p.port, "/static/../api/x");
+    assert!(r.contains("path=/x\n"), "{r}");
+    let r = get(p.port, "/%61pi/y");
+    assert!(r.contains("path=/y\n"), "{r}");
+    assert_eq!(status(&get(p.port, "/a%zz")), 400);
+
+    let only_api = Podproxy::start(&[format!("/api=http://{}", back.addr)], &[]);
+    assert_eq!(status(&get(only_api.port, "/other")), 404);
+}
+
+#[test]
+fn headers_are_shaped_on_the_way_through() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--trusted-proxies", "10.0.0.0/8"],
+    );
+    let r = raw(
+        p.port,
+        b"GET /h HTTP/1.1\r\nHost: shop.test\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nX-Forwarded-For: 6.6.6.6\r\nKeep-Alive: timeout=5\r\nX-Request-Id: req-42\r\n\r\n",
+    );
+    assert_eq!(status(&r), 200, "{r}");
+    // What the upstream saw:
+    assert!(
+        r.contains("x-forwarded-for=127.0.0.1\n"),
+        "untrusted peer's XFF replaced: {r}"
+    );
+    assert!(
+        r.contains("x-forwarded-proto=http\n") && r.contains("x-forwarded-host=shop.test\n"),
+        "{r}"
+    );
+    assert!(r.contains("x-request-id=req-42\n"), "{r}");
+    assert!(
+        !r.contains("x-secret=") && !r.contains("keep-alive="),
+        "hop-by-hop passed: {r}"
+    );
+    // What the client saw: both cookies, no upstream hop-by-hop header, the request id.
+    assert_eq!(r.matches("set-cookie: ").count(), 2, "{r}");
+    assert!(!r.contains("must not pass"), "{r}");
+    assert!(
+        r.to_ascii_lowercase().contains("x-request-id: req-42"),
+        "{r}"
+    );
+}
+
+#[test]
+fn upstream_down_is_a_fast_502_and_slow_is_a_504() {
+    let up = Upstream::start();
+    let dead = free_port();
+    let p = Podproxy::start(
+        &[
+            format!("/down=http://127.0.0.1:{dead}"),
+            format!("/=http://{}", up.addr),
+        ],
+        &["--upstream-response-timeout", "1s"],
+    );
+    let t = Instant::now();
+    assert_eq!(status(&get(p.port, "/down")), 502);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "a refused upstream must not wait for a timeout"
+    );
+    assert_eq!(status(&get(p.port, "/slow")), 504);
+}
+
+#[test]
+fn smuggling_absolute_form_and_limits_are_refused() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--max-body-bytes", "1KiB", "--max-header-bytes", "8KiB"],
+    );
+    // Both framings: hyper lets Transfer-Encoding win, drops Content-Length and closes the
+    // connection after answering (RFC 9112 6.3); the upstream never sees both.
+    let both = raw(p.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(
+        both.contains("body-bytes=0") && !both.contains("content-length=4"),
+        "{both}"
+    );
+    assert!(
+        both.to_ascii_lowercase().contains("connection: close"),
+        "{both}"
+    );
+    let twice = raw(p.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcd");
+    assert_eq!(status(&twice), 400, "{twice}");
+    let absolute = raw(
+        p.port,
+        b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&absolute), 400, "{absolute}");
+    let big = format!(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n{}",
+        "x".repeat(2000)
+    );
+    assert_eq!(status(&raw(p.port, big.as_bytes())), 413);
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "y".repeat(20_000)
+    );
+    assert_eq!(status(&raw(p.port, huge_header.as_bytes())), 431);
+    let ok = raw(
+        p.port,
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
+    );
+    assert!(ok.contains("body-bytes=4"), "{ok}");
+}
+
+#[test]
+fn slowloris_is_cut_off_after_the_header_read_timeout() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--header-read-timeout", "1s"],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "the connection stayed open"
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+}
+
+#[test]
+fn upgrades_pass_through_after_101() {
+    let up = Upstream::start();
+    let p = Podproxy::start(&[format!("/=http://{}", up.addr)], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("read head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    for msg in [&b"hello"[..], b"through the proxy"] {
+        s.write_all(msg).expect("write");
+        let mut echo = vec![0u8; msg.len()];
+        s.read_exact(&mut echo).expect("echo");
+        assert_eq!(echo, msg);
+    }
+}
+
+#[test]
+fn http2_prior_knowledge_from_clients() {
+    let up = Upstream::start();
+    let p = Podproxy::start(&[format!("/=http://{}", up.addr)], &[]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let body = rt.block_on(async {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+            .await
+            .expect("connect");
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://127.0.0.1:{}/h2", p.port))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        resp.into_body().collect().await.expect("body").to_bytes()
+    });
+    let text = String::from_utf8_lossy(&body);
+    assert!(
+        text.contains("path=/h2\n") && text.contains("version=HTTP/1.1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn busybox_httpd_behind_the_proxy_and_the_access_log() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::write(root.path().join("index.html"), "from busybox\n").expect("write");
+    let port = free_port();
+    let mut httpd = Command::new("busybox")
+        .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+        .arg(root.path())
+        .spawn()
+        .expect("this test needs busybox (apt-get install busybox-static)");
+    std::thread::sleep(Duration::from_millis(200));
+    let p = Podproxy::start(
+        &[format!("/=http://127.0.0.1:{port}")],
+        &["--access-log-redact-query"],
+    );
+    let r = get(p.port, "/index.html?token=secret");
+    assert!(r.contains("from busybox"), "{r}");
+    let start = Instant::now();
+    while p.access_log().is_empty() {
+        assert!(start.elapsed() < LIMIT, "no access log line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = &p.access_log()[0];
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["path"], "/index.html");
+    assert_eq!(line["query"], "REDACTED");
+    assert_eq!(line["bytes_out"], 13);
+    assert_eq!(line["upstream"], format!("http://127.0.0.1:{port}"));
+    assert_eq!(line["method"], "GET");
+    assert!(line["request_id"].as_str().is_some_and(|id| id.len() == 32));
+
+    // Rotated away: the next line goes to a new file under the same name.
+    std::fs::rename(
+        p.dir.path().join("access.log"),
+        p.dir.path().join("access.log.1"),
+    )
+    .expect("rotate");
+    let start = Instant::now();
+    loop {
+        get(p.port, "/index.html");
+        std::thread::sleep(Duration::from_millis(200));
+        if !p.access_log().is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "the access log was not reopened after rotation"
+        );
+    }
+    let _ = httpd.kill();
+    let _ = httpd.wait();
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--drain-delay", "500ms", "--drain-timeout", "10s"],
+    );
+    let port = p.port;
+    // Requests in flight when SIGTERM arrives: /slow takes 3s.
+    let inflight: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(move || get(port, "/slow")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(p.child.id().to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        !p.dir.path().join("ready").exists(),
+        "the ready file must go at once"
+    );
+    let ready = raw(
+        p.admin,
+        b"GET /ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&ready), 503, "{ready}");
+    // Still accepting during the drain delay.
+    assert_eq!(status(&get(port, "/during-delay")), 200);
+    for t in inflight {
+        let r = t.join().expect("request thread");
+        assert_eq!(
+            status(&r),
+            200,
+            "an in-flight request failed during the drain: {r}"
+        );
+    }
+    let mut p = p;
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = p.child.try_wait().expect("wait") {
+            break s.code();
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "podproxy did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}
