@@ -28,10 +28,7 @@ use metrics::Metrics;
 use sink::{Acks, SinkContext, SinkError};
 use tail::{Ended, Tailer};
 
-/// Exit code for usage and configuration errors.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code when a sink failed or the drain ran out of time.
-pub const EXIT_FAILURE: u8 = 1;
+pub use podkit_runtime::cli::{EXIT_FAILURE, EXIT_USAGE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -5,6 +5,7 @@
 
 #[cfg(feature = "admin")]
 pub mod admin;
+pub mod cli;
 pub mod logging;
 pub mod shutdown;
 pub mod units;

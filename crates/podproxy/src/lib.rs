@@ -20,8 +20,7 @@ use tokio::net::TcpListener;
 
 pub use config::{Cli, Config, ConfigError};
 
-pub const EXIT_USAGE: u8 = 2;
-pub const EXIT_FAILURE: u8 = 1;
+pub use podkit_runtime::cli::{EXIT_FAILURE, EXIT_USAGE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -14,5 +14,4 @@ pub use wait::{run, Outcome};
 
 /// Exit code when the wait timed out (as timeout(1), wait-for-it and wait4x use).
 pub const EXIT_TIMEOUT: u8 = 124;
-/// Exit code for usage and configuration errors.
-pub const EXIT_USAGE: u8 = 2;
+pub use podkit_runtime::cli::EXIT_USAGE;

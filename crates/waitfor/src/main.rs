@@ -2,44 +2,24 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use podkit_runtime::{logging, Shutdown};
-use waitfor::{exec, Cli, Config, Outcome, EXIT_TIMEOUT, EXIT_USAGE};
+use podkit_runtime::cli::{self, EXIT_FAILURE};
+use podkit_runtime::Shutdown;
+use waitfor::{exec, Cli, Config, Outcome, EXIT_TIMEOUT};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) => {
-            use clap::error::ErrorKind::*;
-            if matches!(err.kind(), DisplayHelp | DisplayVersion) {
-                let _ = err.print();
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("{}", podkit_runtime::usage_error_line("waitfor", &err));
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let config = match Config::from_cli(cli, std::env::var("WAITFOR_TARGETS").ok()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("waitfor: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    if let Err(err) = logging::init(&config.log) {
-        eprintln!("waitfor: {err}");
-        return ExitCode::from(EXIT_USAGE);
+    match start() {
+        Ok(code) | Err(code) => code,
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("waitfor: cannot start the async runtime: {err}");
-            return ExitCode::from(1);
-        }
-    };
+}
+
+fn start() -> Result<ExitCode, ExitCode> {
+    let cli: Cli = cli::parse("waitfor")?;
+    let config = cli::validated(
+        "waitfor",
+        Config::from_cli(cli, std::env::var("WAITFOR_TARGETS").ok()),
+    )?;
+    cli::start_logging("waitfor", &config.log)?;
+    let runtime = cli::runtime("waitfor", None)?;
     let command = config.command.clone();
     let outcome = runtime.block_on(async move {
         let (shutdown, _trigger) = Shutdown::from_signals()?;
@@ -47,10 +27,10 @@ fn main() -> ExitCode {
     });
     // Do not wait for a resolver thread that may be stuck in getaddrinfo.
     runtime.shutdown_background();
-    match outcome {
+    Ok(match outcome {
         Err(err) => {
             eprintln!("waitfor: cannot install signal handlers: {err}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_FAILURE)
         }
         Ok(Outcome::Ready) if command.is_empty() => ExitCode::SUCCESS,
         Ok(Outcome::Ready) => {
@@ -68,5 +48,5 @@ fn main() -> ExitCode {
         }
         Ok(Outcome::TimedOut(_)) => ExitCode::from(EXIT_TIMEOUT),
         Ok(Outcome::Interrupted(signal)) => ExitCode::from(signal.exit_code() as u8),
-    }
+    })
 }
