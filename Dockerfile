@@ -32,3 +32,9 @@ LABEL org.opencontainers.image.title="logship" \
       org.opencontainers.image.description="Log sidecar: tails files on a shared volume through rotation and restarts, ships every line once"
 COPY target/dist/logship /usr/local/bin/logship
 ENTRYPOINT ["/usr/local/bin/logship"]
+
+FROM base AS podproxy
+LABEL org.opencontainers.image.title="podproxy" \
+      org.opencontainers.image.description="Localhost reverse-proxy sidecar: routes the Pod's port to its containers, access logs for logship, readiness, drain"
+COPY target/dist/podproxy /usr/local/bin/podproxy
+ENTRYPOINT ["/usr/local/bin/podproxy"]

@@ -238,17 +238,7 @@ fn example_containers_run_as_the_restricted_profile_asks() {
     let pod = example_dir("init-wait").join("pod-timeout.yaml");
     let _guard = PodGuard::new(&podman, &pod, &["init-wait-timeout"]);
     // The play fails (that is the example's point); the containers exist either way.
-    podman.run(
-        &[
-            "kube",
-            "play",
-            "--replace",
-            "--network",
-            "none",
-            &pod.to_string_lossy(),
-        ],
-        PLAY_TIMEOUT,
-    );
+    play_isolated(&podman, &pod);
     for container in ["init-wait-timeout-waitfor", "init-wait-timeout-app"] {
         let get = |template: &str| podman.inspect(container, template);
         assert_eq!(get("{{.Config.User}}"), "65532:65532", "{container}");
@@ -391,4 +381,86 @@ fn log_sidecar_ships_every_line_through_rotation_and_stop() {
     assert_eq!(final_record["labels"]["pod"], "log-sidecar");
     assert_eq!(final_record["labels"]["container"], "app");
     assert_eq!(final_record["file"], "/logs/app.log");
+}
+
+/// proxy-sidecar: requests from a probe container that joins the Pod (its loopback only)
+/// reach both routes through podproxy's port, and each is in the access log on the shared
+/// volume, with its route's upstream.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn proxy_sidecar_routes_both_apps_and_logs_each_request() {
+    let podman = podman_with_images();
+    podman.require_image(&image_name("podproxy"));
+    let pod = example_dir("proxy-sidecar").join("pod.yaml");
+    let _guard = PodGuard::new(&podman, &pod, &["proxy-sidecar"]);
+    let played = play_isolated(&podman, &pod);
+    assert!(played.success(), "kube play failed: {played}");
+
+    let busybox = image_name("busybox");
+    let fetch = |path: &str| {
+        podman.run(
+            &[
+                "run",
+                "--rm",
+                "--pod",
+                "proxy-sidecar",
+                "--user",
+                "65532",
+                &busybox,
+                "wget",
+                "-qO-",
+                &format!("http://127.0.0.1:8080{path}"),
+            ],
+            PLAY_TIMEOUT,
+        )
+    };
+    let ready = wait_until(Duration::from_secs(30), || fetch("/").success());
+    assert!(ready, "podproxy never answered on 8080: {}", fetch("/"));
+    let front = fetch("/");
+    assert!(front.stdout.contains("<h1>frontend</h1>"), "{front}");
+    let api = fetch("/api/items");
+    assert!(api.stdout.contains("\"apple\""), "{api}");
+    let missing = fetch("/api/nothing-here");
+    assert!(
+        !missing.success(),
+        "a missing backend file must not be a success: {missing}"
+    );
+
+    let logged = wait_until(Duration::from_secs(10), || {
+        let log = podman.run(
+            &["exec", "proxy-sidecar-frontend", "cat", "/logs/access.log"],
+            PLAY_TIMEOUT,
+        );
+        log.stdout.lines().count() >= 3
+    });
+    assert!(logged, "the access log never held three lines");
+    let log = podman.run(
+        &["exec", "proxy-sidecar-frontend", "cat", "/logs/access.log"],
+        PLAY_TIMEOUT,
+    );
+    let lines: Vec<serde_json::Value> = log
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("access log lines are JSON"))
+        .collect();
+    let by_path = |p: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"] == p)
+            .unwrap_or_else(|| panic!("no line for {p}: {lines:?}"))
+    };
+    assert_eq!(by_path("/")["upstream"], "http://127.0.0.1:3000");
+    assert_eq!(by_path("/")["status"], 200);
+    assert_eq!(by_path("/api/items")["upstream"], "http://127.0.0.1:5000");
+    assert_eq!(by_path("/api/nothing-here")["status"], 404);
+    let ready_file = podman.run(
+        &[
+            "exec",
+            "proxy-sidecar-frontend",
+            "cat",
+            "/logs/podproxy.ready",
+        ],
+        PLAY_TIMEOUT,
+    );
+    assert!(ready_file.success(), "no ready file: {ready_file}");
 }

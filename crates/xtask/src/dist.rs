@@ -13,7 +13,11 @@ use crate::error::{Error, Result};
 /// the binary of the package of the same name, and has a build target of the same name in the
 /// Dockerfile. waitfor runs once per Pod start, so it is built for size (`release-small`,
 /// opt-level "z"); the long-running ones are built for speed.
-pub const BINARIES: &[(&str, &str)] = &[("waitfor", "release-small"), ("logship", "release")];
+pub const BINARIES: &[(&str, &str)] = &[
+    ("waitfor", "release-small"),
+    ("logship", "release"),
+    ("podproxy", "release"),
+];
 
 /// Linker flags for every shipped binary: static glibc (a static-pie, so ASLR still applies),
 /// with its relative relocations packed (DT_RELR, glibc >= 2.36, binutils >= 2.38), which
