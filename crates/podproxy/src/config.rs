@@ -55,7 +55,20 @@ pub struct Cli {
     #[arg(long, env = "PODPROXY_ADMIN")]
     pub admin: Option<SocketAddr>,
 
-    /// Written once ready, removed at drain (for `waitfor file://...`).
+    /// ROUTE=PATH: probe the route's upstream with GET PATH (2xx/3xx is up); repeatable.
+    /// Routes without one are probed with a connect.
+    #[arg(
+        long = "health-check",
+        env = "PODPROXY_HEALTH_CHECK",
+        value_delimiter = ','
+    )]
+    pub health_checks: Vec<String>,
+
+    /// How often upstreams are probed for /ready.
+    #[arg(long, env = "PODPROXY_HEALTH_INTERVAL", default_value = "2s")]
+    pub health_interval: String,
+
+    /// Written once every upstream is up, removed at drain (for `waitfor file://...`).
     #[arg(long, env = "PODPROXY_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 
@@ -118,6 +131,8 @@ pub struct Config {
     pub access_log_redact_query: bool,
     pub admin: Option<SocketAddr>,
     pub ready_file: Option<PathBuf>,
+    pub health_checks: std::collections::HashMap<String, String>,
+    pub health_interval: Duration,
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub header_read_timeout: Duration,
@@ -166,9 +181,13 @@ impl Config {
         if cli.max_connections == 0 {
             return Err(e("--max-connections must be more than 0".into()));
         }
+        let routes = Routes::new(routes);
+        let health_checks = crate::health::parse_checks(&cli.health_checks, &routes).map_err(e)?;
         Ok(Config {
             listen: cli.listen,
-            routes: Routes::new(routes),
+            routes,
+            health_checks,
+            health_interval: duration("health-interval", &cli.health_interval)?,
             access_log: access_log::Target::parse(&cli.access_log).map_err(e)?,
             access_log_format: cli.access_log_format,
             access_log_redact_query: cli.access_log_redact_query,

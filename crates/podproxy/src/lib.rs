@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod config;
 pub mod forward;
+pub mod health;
 pub mod metrics;
 pub mod normalize;
 pub mod proxy;
@@ -60,12 +61,13 @@ pub async fn run(
         };
         tokio::spawn(admin.serve(listener, admin_stop));
     }
+    let clients = upstream::Clients::new(
+        config.upstream_connect_timeout,
+        config.upstream_idle_timeout,
+    );
     let proxy = Arc::new(proxy::Proxy {
         routes: config.routes.clone(),
-        clients: upstream::Clients::new(
-            config.upstream_connect_timeout,
-            config.upstream_idle_timeout,
-        ),
+        clients: clients.clone(),
         trusted: config.trusted.clone(),
         access_log,
         metrics,
@@ -97,6 +99,18 @@ pub async fn run(
         max_header_bytes: config.max_header_bytes,
         max_connections: config.max_connections,
     };
+    if let Some(path) = &config.ready_file {
+        // Fail now, not at the first readiness, if the file cannot be written; and never
+        // leave one from an earlier run saying we are ready.
+        std::fs::write(path, b"")
+            .and_then(|()| std::fs::remove_file(path))
+            .map_err(|e| {
+                RunError::Setup(format!(
+                    "--ready-file {}: cannot write it ({e}); give a writable path",
+                    path.display()
+                ))
+            })?;
+    }
     let serving = tokio::spawn(server::serve(
         listeners,
         proxy,
@@ -104,20 +118,23 @@ pub async fn run(
         stop_accepting,
         config.drain_timeout,
     ));
-    readiness.set(true);
-    if let Some(path) = &config.ready_file {
-        std::fs::write(path, b"ready\n").map_err(|e| {
-            RunError::Setup(format!(
-                "--ready-file {}: cannot write it ({e}); give a writable path",
-                path.display()
-            ))
-        })?;
-    }
+    let (health_stop, health_trigger) = Shutdown::new();
+    let health = tokio::spawn(health::watch(
+        config.routes.clone(),
+        config.health_checks.clone(),
+        clients,
+        readiness.clone(),
+        config.ready_file.clone(),
+        config.health_interval,
+        health_stop,
+    ));
 
     let signal = shutdown.recv().await;
     tracing::info!(signal = ?signal, "draining: not ready; accepting for {} more, then finishing requests in flight (up to {})",
         podkit_runtime::units::format_duration(config.drain_delay),
         podkit_runtime::units::format_duration(config.drain_timeout));
+    health_trigger.fire(Signal::Requested);
+    let _ = health.await;
     readiness.set(false);
     if let Some(path) = &config.ready_file {
         let _ = std::fs::remove_file(path);

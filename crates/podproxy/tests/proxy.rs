@@ -155,11 +155,8 @@ impl Podproxy {
             dir,
         };
         let start = Instant::now();
-        while !p.dir.path().join("ready").exists() {
-            assert!(
-                start.elapsed() < LIMIT,
-                "podproxy never wrote its ready file"
-            );
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(start.elapsed() < LIMIT, "podproxy never listened");
             std::thread::sleep(Duration::from_millis(10));
         }
         p
@@ -183,12 +180,17 @@ impl Drop for Podproxy {
 
 /// Sends raw bytes, reads the whole answer (the request should say Connection: close).
 fn raw(port: u16, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    try_raw(port, request).expect("connect")
+}
+
+/// As [`raw`], or None when nothing listens yet.
+fn try_raw(port: u16, request: &[u8]) -> Option<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(LIMIT)).expect("timeout");
     s.write_all(request).expect("write");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 fn get(port: u16, path: &str) -> String {
@@ -476,6 +478,14 @@ fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
         &["--drain-delay", "500ms", "--drain-timeout", "10s"],
     );
     let port = p.port;
+    let start = Instant::now();
+    while !p.dir.path().join("ready").exists() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "podproxy never wrote its ready file"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // Requests in flight when SIGTERM arrives: /slow takes 3s.
     let inflight: Vec<_> = (0..4)
         .map(|_| std::thread::spawn(move || get(port, "/slow")))
@@ -521,4 +531,87 @@ fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0));
+}
+
+fn ready_status(admin: u16) -> u16 {
+    try_raw(
+        admin,
+        b"GET /ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .map(|r| status(&r))
+    .unwrap_or(0)
+}
+
+#[test]
+fn ready_only_once_every_upstream_answers_and_the_health_check_passes() {
+    // The / route's upstream is not up yet; /api is checked with GET /healthz (answered 200).
+    let late_port = free_port();
+    let api = Upstream::start();
+    let p = Podproxy::start(
+        &[
+            format!("/=http://127.0.0.1:{late_port}"),
+            format!("/api=http://{}", api.addr),
+        ],
+        &[
+            "--health-check",
+            "/api=/healthz",
+            "--health-interval",
+            "100ms",
+        ],
+    );
+    let ready_file = p.dir.path().join("ready");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        ready_status(p.admin),
+        503,
+        "ready while the / upstream is down"
+    );
+    assert!(
+        !ready_file.exists(),
+        "ready file written while an upstream is down"
+    );
+
+    let late = TcpListener::bind(("127.0.0.1", late_port)).expect("bind the late upstream");
+    let start = Instant::now();
+    while ready_status(p.admin) != 200 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "never ready after the upstream came up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(ready_file.exists(), "no ready file once ready");
+    // The upstream goes away: not ready again.
+    drop(late);
+    let start = Instant::now();
+    while ready_status(p.admin) != 503 {
+        assert!(
+            start.elapsed() < LIMIT,
+            "still ready after the upstream went away"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_failing_health_check_keeps_the_proxy_unready() {
+    let up = Upstream::start();
+    // The test upstream answers /ws with 101, which is not a health answer.
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--health-check", "/=/ws", "--health-interval", "100ms"],
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(ready_status(p.admin), 503);
+    let bad = Command::new(env!("CARGO_BIN_EXE_podproxy"))
+        .args([
+            "--route",
+            "/=http://127.0.0.1:1",
+            "--health-check",
+            "/nope=/healthz",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no --route has the prefix"));
 }
