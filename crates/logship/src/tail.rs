@@ -454,6 +454,10 @@ impl Tailer {
             }),
             (None, claimed) => claimed,
         };
+        // A file that continues one we were reading (a copy, a file renamed while we were
+        // down) is read ahead of the others, so its older lines ship before the newer lines
+        // of the file that replaced it.
+        let continues = claimed.as_ref().is_some_and(|e| e.offset > 0);
         let offset = match claimed {
             Some(entry) if entry.offset > size => {
                 tracing::warn!(file = %path.display(), "{} is shorter than its checkpoint: truncated while we were down; reading it from the start", path.display());
@@ -463,9 +467,6 @@ impl Tailer {
             None if initial && self.first_start && self.s.read_from == ReadFrom::End => size,
             None => 0,
         };
-        // A file that continues one we were reading (a copy) is read first, so its tail ships
-        // before what its original gets next.
-        let continues = recent.is_some();
         self.track(
             path.to_path_buf(),
             file,

@@ -111,6 +111,14 @@ pub struct Cli {
     #[arg(long, env = "PODPROXY_MAX_CONNECTIONS", default_value = "4096")]
     pub max_connections: usize,
 
+    /// PEM certificate chain: terminate TLS on every --listen (reloaded when it changes).
+    #[arg(long, env = "PODPROXY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "PODPROXY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Peers (CIDRs) whose X-Forwarded-For is extended rather than replaced.
     #[arg(long, env = "PODPROXY_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxies: Vec<String>,
@@ -143,6 +151,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub max_connections: usize,
     pub trusted: TrustedProxies,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub log: LogSettings,
 }
 
@@ -210,6 +220,8 @@ impl Config {
             max_body_bytes: size("max-body-bytes", &cli.max_body_bytes)?,
             max_connections: cli.max_connections,
             trusted: TrustedProxies::parse(&cli.trusted_proxies).map_err(e)?,
+            tls_cert: cli.tls_cert,
+            tls_key: cli.tls_key,
             log: LogSettings {
                 format: cli.log_format,
                 level: cli.log_level,

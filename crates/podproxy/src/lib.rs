@@ -11,6 +11,7 @@ pub mod normalize;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -111,10 +112,21 @@ pub async fn run(
                 ))
             })?;
     }
+    let (tls_stop, tls_trigger) = Shutdown::new();
+    let acceptor = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = tls::Tls::new(cert, key).map_err(RunError::Setup)?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.config));
+            tokio::spawn(tls.watch(tls_stop));
+            Some(acceptor)
+        }
+        _ => None,
+    };
     let serving = tokio::spawn(server::serve(
         listeners,
         proxy,
         limits,
+        acceptor,
         stop_accepting,
         config.drain_timeout,
     ));
@@ -145,6 +157,7 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Setup(format!("server task failed: {e}")))?;
     admin_trigger.fire(Signal::Requested);
+    tls_trigger.fire(Signal::Requested);
     // Let the access log writer flush what the last requests logged.
     tokio::time::sleep(access_log::FLUSH_EVERY + std::time::Duration::from_millis(100)).await;
     if open > 0 {

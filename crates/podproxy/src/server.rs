@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::proxy::Proxy;
+use crate::upstream::BoxError;
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +33,7 @@ pub async fn serve(
     listeners: Vec<TcpListener>,
     proxy: Arc<Proxy>,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop_accepting: Shutdown,
     drain_timeout: Duration,
 ) -> usize {
@@ -83,9 +85,25 @@ pub async fn serve(
                 let metrics = Arc::clone(&proxy.metrics);
                 metrics.open_connections.inc();
                 let proxy = Arc::clone(&proxy);
-                let service = service_fn(move |req| Arc::clone(&proxy).handle(peer, false, req));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
+                let is_tls = tls.is_some();
+                let service = service_fn(move |req| Arc::clone(&proxy).handle(peer, is_tls, req));
+                let conn: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>> = match &tls {
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                        Box::pin(graceful.watch(conn))
+                    }
+                    Some(acceptor) => {
+                        // The handshake counts against the header read timeout, like the head.
+                        let accepting = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        Box::pin(async move {
+                            let stream = accepting.await.map_err(|_| -> BoxError { "TLS handshake timed out".into() })??;
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                            watcher.watch(conn).await
+                        })
+                    }
+                };
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(client = %peer, error = %e, "connection ended with an error");

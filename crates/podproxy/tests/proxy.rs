@@ -615,3 +615,133 @@ fn a_failing_health_check_keeps_the_proxy_unready() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no --route has the prefix"));
 }
+
+/// A Kubernetes-style Secret volume: `tls.crt` and `tls.key` are links into `..data`, itself a
+/// link to a versioned directory; an update swaps `..data` atomically.
+fn write_secret(dir: &std::path::Path, version: &str, cert_pem: &str, key_pem: &str) {
+    let data = dir.join(version);
+    std::fs::create_dir_all(&data).expect("version dir");
+    std::fs::write(data.join("tls.crt"), cert_pem).expect("cert");
+    std::fs::write(data.join("tls.key"), key_pem).expect("key");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(version, &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap ..data");
+    for name in ["tls.crt", "tls.key"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("link");
+        }
+    }
+}
+
+fn self_signed() -> (String, String, rustls_pki_types::CertificateDer<'static>) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("rcgen");
+    (
+        c.cert.pem(),
+        c.key_pair.serialize_pem(),
+        c.cert.der().clone(),
+    )
+}
+
+/// Connects with TLS trusting only `root`; returns the response text and the served cert.
+fn tls_get(
+    port: u16,
+    root: &rustls_pki_types::CertificateDer<'static>,
+    path: &str,
+) -> Result<(String, Vec<u8>), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(root.clone()).map_err(|e| e.to_string())?;
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let name =
+            rustls_pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let served = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let req = Request::get(path)
+            .header("host", "localhost")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((String::from_utf8_lossy(&body).into_owned(), served))
+    })
+}
+
+#[test]
+fn tls_termination_and_certificate_rotation_by_symlink_swap() {
+    let up = Upstream::start();
+    let secret = tempfile::tempdir().expect("tempdir");
+    let (cert1, key1, der1) = self_signed();
+    write_secret(secret.path(), "v1", &cert1, &key1);
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &[
+            "--tls-cert",
+            &secret.path().join("tls.crt").display().to_string(),
+            "--tls-key",
+            &secret.path().join("tls.key").display().to_string(),
+        ],
+    );
+    let (body, served) = tls_get(p.port, &der1, "/secure").expect("TLS request");
+    assert!(
+        body.contains("path=/secure\n") && body.contains("x-forwarded-proto=https\n"),
+        "{body}"
+    );
+    assert_eq!(served, der1.to_vec());
+
+    // The Secret is updated: new connections get the new certificate.
+    let (cert2, key2, der2) = self_signed();
+    write_secret(secret.path(), "v2", &cert2, &key2);
+    let start = Instant::now();
+    loop {
+        if let Ok((_, served)) = tls_get(p.port, &der2, "/") {
+            assert_eq!(served, der2.to_vec());
+            break;
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "the new certificate was never served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A broken update (key of another certificate) is refused: the second pair stays.
+    let (_, other_key, _) = self_signed();
+    write_secret(secret.path(), "v3", &cert1, &other_key);
+    std::thread::sleep(Duration::from_millis(2500));
+    let (_, served) =
+        tls_get(p.port, &der2, "/").expect("still served with the second certificate");
+    assert_eq!(served, der2.to_vec());
+}
