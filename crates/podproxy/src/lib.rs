@@ -66,7 +66,14 @@ pub async fn run(
         config.upstream_connect_timeout,
         config.upstream_idle_timeout,
     );
+    let mut route_metrics: Vec<metrics::RouteMetrics> = config
+        .routes
+        .iter()
+        .map(|r| metrics.for_route(&health::route_key(r)))
+        .collect();
+    route_metrics.push(metrics.for_route("none"));
     let proxy = Arc::new(proxy::Proxy {
+        route_metrics,
         routes: config.routes.clone(),
         clients: clients.clone(),
         trusted: config.trusted.clone(),

@@ -16,7 +16,12 @@ fn start() -> Result<ExitCode, ExitCode> {
     let cli: Cli = cli::parse("podproxy")?;
     let config = cli::validated("podproxy", Config::from_cli(cli))?;
     cli::start_logging("podproxy", &config.log)?;
-    let runtime = cli::runtime("podproxy", Some(2))?;
+    // One worker per CPU this process may run on (its affinity mask, as cgroups and taskset
+    // set it).
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let runtime = cli::runtime("podproxy", Some(workers))?;
     let code = runtime.block_on(async move {
         let mut listeners = Vec::new();
         for addr in &config.listen {

@@ -68,18 +68,45 @@ impl Metrics {
         (m, r)
     }
 
-    pub fn request(&self, route: &str, status: u16, took: Duration) {
-        let class = format!("{}xx", status / 100);
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_string(),
-                class,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabel {
-                route: route.to_string(),
-            })
-            .observe(took.as_secs_f64());
+    /// The series of one route, looked up once so that a request only increments.
+    pub fn for_route(&self, route: &str) -> RouteMetrics {
+        let class = |c: &str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    route: route.to_string(),
+                    class: c.to_string(),
+                })
+                .clone()
+        };
+        RouteMetrics {
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
+            latency: self
+                .latency
+                .get_or_create(&RouteLabel {
+                    route: route.to_string(),
+                })
+                .clone(),
+        }
+    }
+}
+
+/// One route's request counters (by status class) and latency histogram.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn request(&self, status: u16, took: Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].inc();
+        self.latency.observe(took.as_secs_f64());
     }
 }

@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::access_log::{AccessLog, Entry};
 use crate::forward;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::route::Routes;
 use crate::upstream::{upstream_uri, Body, BoxError, Clients};
@@ -32,6 +32,8 @@ pub struct Proxy {
     pub trusted: forward::TrustedProxies,
     pub access_log: AccessLog,
     pub metrics: Arc<Metrics>,
+    /// Per route (same order as `routes`), then one for requests no route took.
+    pub route_metrics: Vec<RouteMetrics>,
     pub upstream_response_timeout: Duration,
     pub max_body_bytes: u64,
 }
@@ -50,6 +52,8 @@ struct Seen {
     user_agent: Option<String>,
     referer: Option<String>,
     bytes_in: Arc<AtomicU64>,
+    /// The route taken (its position), once known.
+    route: Option<usize>,
 }
 
 impl Proxy {
@@ -81,14 +85,20 @@ impl Proxy {
             user_agent: header(USER_AGENT),
             referer: header(REFERER),
             bytes_in: Arc::new(AtomicU64::new(0)),
+            route: None,
         };
-        let (resp, route_label, upstream, upstream_time) =
-            match self.forward(client, tls, req, &mut seen).await {
-                Ok(done) => done,
-                Err((status, why)) => (error_response(status, why), "none".to_string(), None, None),
-            };
-        self.metrics
-            .request(&route_label, resp.status().as_u16(), seen.start.elapsed());
+        let (resp, upstream, upstream_time) = match self.forward(client, tls, req, &mut seen).await
+        {
+            Ok(done) => done,
+            Err((status, why)) => (error_response(status, why), None, None),
+        };
+        let metrics = seen
+            .route
+            .and_then(|i| self.route_metrics.get(i))
+            .or(self.route_metrics.last());
+        if let Some(m) = metrics {
+            m.request(resp.status().as_u16(), seen.start.elapsed());
+        }
         Ok(self.with_access_log(resp, seen, upstream, upstream_time))
     }
 
@@ -99,10 +109,8 @@ impl Proxy {
         tls: bool,
         mut req: Request<Incoming>,
         seen: &mut Seen,
-    ) -> Result<
-        (Response<Body>, String, Option<String>, Option<Duration>),
-        (StatusCode, &'static str),
-    > {
+    ) -> Result<(Response<Body>, Option<String>, Option<Duration>), (StatusCode, &'static str)>
+    {
         if req.method() == Method::CONNECT {
             return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n"));
         }
@@ -144,12 +152,12 @@ impl Proxy {
             .map_err(|_| (StatusCode::BAD_REQUEST, "malformed path\n"))?;
         seen.path = path.clone();
         let host = seen.host.clone();
-        let route = self
+        let index = self
             .routes
-            .find(host.as_deref(), &path)
-            .ok_or((StatusCode::NOT_FOUND, "no route\n"))?
-            .clone();
-        let label = route_label(&route);
+            .find_index(host.as_deref(), &path)
+            .ok_or((StatusCode::NOT_FOUND, "no route\n"))?;
+        seen.route = Some(index);
+        let route = self.routes.get(index);
         if req.body().size_hint().lower() > self.max_body_bytes {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
         }
@@ -253,7 +261,6 @@ impl Proxy {
         let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
         Ok((
             Response::from_parts(parts, body),
-            label,
             Some(upstream_name),
             Some(upstream_time),
         ))
@@ -297,13 +304,6 @@ impl Proxy {
             })),
         };
         Response::from_parts(parts, counted.boxed())
-    }
-}
-
-fn route_label(route: &crate::route::Route) -> String {
-    match &route.host {
-        Some(h) => format!("{h}{}", route.prefix),
-        None => route.prefix.clone(),
     }
 }
 

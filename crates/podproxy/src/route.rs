@@ -176,20 +176,32 @@ impl Routes {
         self.0.iter()
     }
 
+    /// The route at `index` (from [`Routes::find_index`]).
+    pub fn get(&self, index: usize) -> &Route {
+        &self.0[index]
+    }
+
     /// The route for a request to `host` (as in the Host header, port allowed) and the
     /// normalized `path`; None is a 404.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        self.find_index(host, path).map(|i| &self.0[i])
+    }
+
+    /// As [`Routes::find`], the route's position in the list.
+    pub fn find_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        let host = host.map(strip_port);
         let best = |for_host: bool| {
             self.0
                 .iter()
-                .filter(|r| match (&r.host, &host) {
-                    (Some(rh), Some(h)) if for_host => rh == h,
+                .enumerate()
+                .filter(|(_, r)| match (&r.host, host) {
+                    (Some(rh), Some(h)) if for_host => rh.eq_ignore_ascii_case(h),
                     (None, _) if !for_host => true,
                     _ => false,
                 })
-                .filter(|r| r.matches(path))
-                .max_by_key(|r| r.prefix.len())
+                .filter(|(_, r)| r.matches(path))
+                .max_by_key(|(_, r)| r.prefix.len())
+                .map(|(i, _)| i)
         };
         best(true).or_else(|| best(false))
     }

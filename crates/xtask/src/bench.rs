@@ -553,3 +553,239 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+// ---------------------------------------------------------------------------------------------
+// `cargo xtask bench podproxy`
+// ---------------------------------------------------------------------------------------------
+
+const WRK_SECONDS: u32 = 10;
+const WRK_CONNECTIONS: u32 = 50;
+
+struct Served {
+    name: &'static str,
+    req_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    peak_rss_kib: Option<u64>,
+}
+
+/// A process killed on drop.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `cargo xtask bench podproxy`: wrk (50 connections, small responses) straight to a backend,
+/// and through podproxy, nginx (upstream keepalive) and haproxy (http-reuse), one after the
+/// other in one run; the backend and the proxy share CPU 0, wrk runs on CPU 1.
+pub fn bench_podproxy() -> Result<()> {
+    for (path, package) in [
+        ("/usr/bin/wrk", "wrk"),
+        ("/usr/sbin/nginx", "nginx"),
+        ("/usr/sbin/haproxy", "haproxy"),
+        ("/usr/bin/taskset", "util-linux"),
+    ] {
+        require(path, package)?;
+    }
+    let binaries = dist::dist()?;
+    let podproxy = binaries
+        .iter()
+        .find(|b| b.name == "podproxy")
+        .ok_or_else(|| Error::new("`cargo xtask dist` built no podproxy"))?
+        .path
+        .clone();
+    let work = crate::cmd::workspace_root()
+        .join("target")
+        .join("bench-podproxy");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| Error::new(format!("bench: {e}")))?;
+
+    let backend_port = free_port()?;
+    let _backend = nginx(
+        &work.join("backend"),
+        &format!(
+            "server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 \"ok\\n\"; }} }}"
+        ),
+    )?;
+    wait_listening(backend_port)?;
+
+    let mut results = vec![wrk_run("direct to the backend", backend_port, None)?];
+
+    let port = free_port()?;
+    let proxy = Running(
+        Command::new("/usr/bin/taskset")
+            .args(["-c", "0"])
+            .arg(&podproxy)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--route", &format!("/=http://127.0.0.1:{backend_port}")])
+            .args(["--access-log", "off", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::new(format!("bench: cannot start podproxy: {e}")))?,
+    );
+    wait_listening(port)?;
+    results.push(wrk_run("podproxy", port, Some(proxy.0.id()))?);
+    drop(proxy);
+
+    let port = free_port()?;
+    let nginx_proxy = nginx(&work.join("nginx-proxy"), &format!(
+        "upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 64; }}
+         server {{ listen 127.0.0.1:{port};
+           location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
+    ))?;
+    wait_listening(port)?;
+    let worker = child_pid(nginx_proxy.0.id());
+    results.push(wrk_run("nginx (keepalive)", port, worker)?);
+    drop(nginx_proxy);
+
+    let port = free_port()?;
+    let dir = work.join("haproxy");
+    std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("bench: {e}")))?;
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(&cfg, format!(
+        "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
+         frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{backend_port}\n"
+    )).map_err(|e| Error::new(format!("bench: {e}")))?;
+    let haproxy = Running(
+        Command::new("/usr/bin/taskset")
+            .args(["-c", "0", "/usr/sbin/haproxy", "-db", "-f"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::new(format!("bench: cannot start haproxy: {e}")))?,
+    );
+    wait_listening(port)?;
+    results.push(wrk_run("haproxy (http-reuse)", port, Some(haproxy.0.id()))?);
+    drop(haproxy);
+
+    println!(
+        "\n{:<24} {:>12} {:>10} {:>10} {:>12}",
+        "target", "req/s", "p50", "p99", "peak RSS"
+    );
+    for r in &results {
+        println!(
+            "{:<24} {:>12.0} {:>7.2} ms {:>7.2} ms {:>12}",
+            r.name,
+            r.req_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.peak_rss_kib
+                .map(|k| human_size(k * 1024))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    let ours = &results[1];
+    let theirs = &results[2];
+    println!(
+        "\nfloors: req/s {:.0} vs nginx {:.0} ({}); p99 {:.2} ms vs nginx {:.2} ms ({}); RSS {} (<= 16 MiB: {})",
+        ours.req_per_sec,
+        theirs.req_per_sec,
+        if ours.req_per_sec >= theirs.req_per_sec { "met" } else { "MISSED" },
+        ours.p99_ms,
+        theirs.p99_ms,
+        if ours.p99_ms <= theirs.p99_ms { "met" } else { "MISSED" },
+        ours.peak_rss_kib.map(|k| human_size(k * 1024)).unwrap_or_default(),
+        if ours.peak_rss_kib.is_some_and(|k| k <= 16 * 1024) { "met" } else { "MISSED" },
+    );
+    Ok(())
+}
+
+/// nginx in the foreground on CPU 0, one worker, with `server` as its http block's content.
+fn nginx(dir: &Path, server: &str) -> Result<Running> {
+    std::fs::create_dir_all(dir.join("logs")).map_err(|e| Error::new(format!("bench: {e}")))?;
+    let conf = dir.join("nginx.conf");
+    std::fs::write(&conf, format!(
+        "worker_processes 1;\nerror_log {d}/logs/error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n{server}\n}}\n",
+        d = dir.display()
+    )).map_err(|e| Error::new(format!("bench: {e}")))?;
+    let child = Command::new("/usr/bin/taskset")
+        .args(["-c", "0", "/usr/sbin/nginx", "-p"])
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off;"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(format!("bench: cannot start nginx: {e}")))?;
+    Ok(Running(child))
+}
+
+/// nginx's worker: the child of the master process.
+fn child_pid(parent: u32) -> Option<u32> {
+    std::thread::sleep(Duration::from_millis(200));
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+fn wait_listening(port: u16) -> Result<()> {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(Error::new(format!(
+                "bench: nothing listens on 127.0.0.1:{port}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// wrk on CPU 1 against the port; the peak RSS of `pid` (if given) afterwards.
+fn wrk_run(name: &'static str, port: u16, pid: Option<u32>) -> Result<Served> {
+    println!("wrk: {name} ...");
+    let out = Command::new("/usr/bin/taskset")
+        .args([
+            "-c",
+            "1",
+            "/usr/bin/wrk",
+            "-t1",
+            &format!("-c{WRK_CONNECTIONS}"),
+            &format!("-d{WRK_SECONDS}s"),
+            "--latency",
+        ])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .map_err(|e| Error::new(format!("bench: cannot run wrk: {e}")))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        println!("{text}");
+    }
+    let number = |label: &str| -> Option<f64> {
+        let line = text.lines().find(|l| l.trim_start().starts_with(label))?;
+        let value = line.trim_start()[label.len()..].split_whitespace().next()?;
+        let (num, scale) = if let Some(v) = value.strip_suffix("ms") {
+            (v, 1.0)
+        } else if let Some(v) = value.strip_suffix("us") {
+            (v, 0.001)
+        } else if let Some(v) = value.strip_suffix('s') {
+            (v, 1000.0)
+        } else {
+            (value, 1.0)
+        };
+        num.parse::<f64>().ok().map(|n| n * scale)
+    };
+    let req_per_sec = number("Requests/sec:").ok_or_else(|| {
+        Error::new(format!(
+            "bench: wrk printed no Requests/sec for {name}:\n{text}"
+        ))
+    })?;
+    Ok(Served {
+        name,
+        req_per_sec,
+        p50_ms: number("50%").unwrap_or(f64::NAN),
+        p99_ms: number("99%").unwrap_or(f64::NAN),
+        peak_rss_kib: pid.map(vm_hwm_kib),
+    })
+}

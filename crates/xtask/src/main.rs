@@ -25,7 +25,7 @@ commands:
   test [--require-pods]    fmt, clippy, unit + integration tests, then the pod tests
                            (skipped without podman, unless --require-pods)
   demo                     play k8s-examples/init-wait with podman and show waitfor at work
-  bench <target>           end-to-end benchmarks; targets: waitfor, logship";
+  bench <target>           end-to-end benchmarks; targets: waitfor, logship, podproxy";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,8 +48,9 @@ fn dispatch(args: &[&str]) -> Result<()> {
         ["demo"] => demo::demo(),
         ["bench", "waitfor"] => bench::bench_waitfor(),
         ["bench", "logship"] => bench::bench_logship(),
+        ["bench", "podproxy"] => bench::bench_podproxy(),
         ["bench", other] => Err(Error::new(format!("unknown bench target `{other}`"))
-            .fix("known targets: waitfor, logship")),
+            .fix("known targets: waitfor, logship, podproxy")),
         ["bench"] => Err(Error::new("`bench` needs a target").fix("cargo xtask bench waitfor")),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
