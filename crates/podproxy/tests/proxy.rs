@@ -30,6 +30,10 @@ struct Upstream {
 
 async fn upstream_handler(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
+    if path == "/big" {
+        // 192 MiB in one response: podproxy must stream it, not hold it.
+        return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 192 << 20]))));
+    }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -744,4 +748,117 @@ fn tls_termination_and_certificate_rotation_by_symlink_swap() {
     let (_, served) =
         tls_get(p.port, &der2, "/").expect("still served with the second certificate");
     assert_eq!(served, der2.to_vec());
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn large_bodies_stream_both_ways_in_bounded_memory() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--max-body-bytes", "1GiB"],
+    );
+    // Down: 192 MiB from the upstream.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("download failed after {total} bytes: {e}"),
+        }
+    }
+    assert!(total > 192 << 20, "only {total} bytes came through");
+    // Up: 192 MiB to the upstream, written in pieces.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let size = 192usize << 20;
+    s.write_all(
+        format!(
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: {size}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .expect("head");
+    let chunk = vec![b'y'; 1 << 20];
+    for _ in 0..192 {
+        s.write_all(&chunk).expect("body");
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.contains(&format!("body-bytes={size}")),
+        "{}",
+        &answer[..answer.len().min(300)]
+    );
+    // Neither direction was buffered whole: podproxy's peak stays far below one body.
+    let peak = peak_rss_kib(p.child.id());
+    assert!(
+        peak > 0 && peak < 48 * 1024,
+        "podproxy peak RSS {peak} KiB while moving 192 MiB each way"
+    );
+}
+
+#[test]
+fn nginx_as_the_upstream() {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("this test needs nginx (apt-get install nginx; .ci/run installs it)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().display().to_string();
+    std::fs::create_dir_all(dir.path().join("www/api")).expect("www");
+    std::fs::write(dir.path().join("www/api/items"), "[\"apple\",\"pear\"]\n").expect("file");
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("nginx.conf"),
+        format!(
+            "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{ worker_connections 256; }}\n\
+             http {{ access_log off; client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
+             server {{ listen 127.0.0.1:{port}; root {d}/www; location /echo-host {{ return 200 \"host=$host xff=$http_x_forwarded_for\\n\"; }} }} }}\n"
+        ),
+    )
+    .expect("conf");
+    let mut server = Command::new(nginx)
+        .args([
+            "-p",
+            &d,
+            "-c",
+            &format!("{d}/nginx.conf"),
+            "-g",
+            "daemon off;",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < LIMIT, "nginx never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let p = Podproxy::start(&[format!("/=http://127.0.0.1:{port}")], &[]);
+    let r = get(p.port, "/api/items");
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("[\"apple\",\"pear\"]"), "{r}");
+    let r = get(p.port, "/echo-host");
+    assert!(r.contains("host=shop.test xff=127.0.0.1"), "{r}");
+    assert_eq!(status(&get(p.port, "/api/missing")), 404);
+    let _ = server.kill();
+    let _ = server.wait();
 }
