@@ -222,13 +222,7 @@ impl Config {
             .as_deref()
             .map(|re| {
                 regex::bytes::Regex::new(re).map_err(|x| {
-                    let last = x
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
+                    let last = podkit_runtime::cli::last_line(&x);
                     e(format!(
                         "--multiline-start {re:?} is not a valid regular expression: {last}"
                     ))

@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use logship::{Cli, Config};
-use podkit_runtime::cli::{self, EXIT_FAILURE};
-use podkit_runtime::Shutdown;
+use podkit_runtime::cli;
 
 fn main() -> ExitCode {
     match start() {
@@ -18,14 +17,8 @@ fn start() -> Result<ExitCode, ExitCode> {
     cli::start_logging("logship", &config.log)?;
     let runtime = cli::runtime("logship", Some(2))?;
     let code = runtime.block_on(async move {
-        let admin = match config.admin {
-            Some(addr) => Some(cli::bind("admin", addr).await?),
-            None => None,
-        };
-        let (shutdown, _trigger) = Shutdown::from_signals().map_err(|e| {
-            tracing::error!("cannot install signal handlers: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        })?;
+        let admin = cli::bind_optional("admin", config.admin).await?;
+        let shutdown = cli::signals()?;
         match logship::run(config, admin, shutdown).await {
             Ok(_) => Ok(ExitCode::SUCCESS),
             Err(e) => {

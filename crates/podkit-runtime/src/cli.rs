@@ -67,3 +67,35 @@ pub async fn bind(flag: &str, addr: SocketAddr) -> Result<tokio::net::TcpListene
         ExitCode::from(EXIT_USAGE)
     })
 }
+
+/// Binds `addr` when the flag was given.
+pub async fn bind_optional(
+    flag: &str,
+    addr: Option<SocketAddr>,
+) -> Result<Option<tokio::net::TcpListener>, ExitCode> {
+    match addr {
+        Some(addr) => bind(flag, addr).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The shutdown fired by SIGTERM and SIGINT (inside the runtime), or exit code 1.
+pub fn signals() -> Result<crate::Shutdown, ExitCode> {
+    crate::Shutdown::from_signals()
+        .map(|(shutdown, _trigger)| shutdown)
+        .map_err(|e| {
+            tracing::error!("cannot install signal handlers: {e}");
+            ExitCode::from(EXIT_FAILURE)
+        })
+}
+
+/// The part of a multi-line error (such as regex's, which draws the pattern with a caret
+/// first) that says what is wrong: its last line.
+pub fn last_line(err: &dyn std::fmt::Display) -> String {
+    err.to_string()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

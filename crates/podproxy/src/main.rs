@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use podkit_runtime::cli::{self, EXIT_FAILURE, EXIT_USAGE};
-use podkit_runtime::Shutdown;
 use podproxy::{Cli, Config, RunError};
 
 fn main() -> ExitCode {
@@ -27,14 +26,8 @@ fn start() -> Result<ExitCode, ExitCode> {
         for addr in &config.listen {
             listeners.push(cli::bind("listen", *addr).await?);
         }
-        let admin = match config.admin {
-            Some(addr) => Some(cli::bind("admin", addr).await?),
-            None => None,
-        };
-        let (shutdown, _trigger) = Shutdown::from_signals().map_err(|e| {
-            tracing::error!("cannot install signal handlers: {e}");
-            ExitCode::from(EXIT_FAILURE)
-        })?;
+        let admin = cli::bind_optional("admin", config.admin).await?;
+        let shutdown = cli::signals()?;
         match podproxy::run(config, listeners, admin, shutdown).await {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {

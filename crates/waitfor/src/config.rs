@@ -193,15 +193,9 @@ impl Config {
             .as_deref()
             .map(|re| {
                 Regex::new(re).map_err(|e| {
-                    let first = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
+                    let last = podkit_runtime::cli::last_line(&e);
                     ConfigError(format!(
-                        "--http-body {re:?} is not a valid regular expression: {first}"
+                        "--http-body {re:?} is not a valid regular expression: {last}"
                     ))
                 })
             })
