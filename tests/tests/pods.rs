@@ -453,14 +453,20 @@ fn proxy_sidecar_routes_both_apps_and_logs_each_request() {
     assert_eq!(by_path("/")["status"], 200);
     assert_eq!(by_path("/api/items")["upstream"], "http://127.0.0.1:5000");
     assert_eq!(by_path("/api/nothing-here")["status"], 404);
-    let ready_file = podman.run(
-        &[
-            "exec",
-            "proxy-sidecar-frontend",
-            "cat",
-            "/logs/podproxy.ready",
-        ],
-        PLAY_TIMEOUT,
-    );
-    assert!(ready_file.success(), "no ready file: {ready_file}");
+    // The ready file follows podproxy's upstream probes (every 2s), which may lag the first
+    // requests that already went through.
+    let cat_ready = || {
+        podman.run(
+            &[
+                "exec",
+                "proxy-sidecar-frontend",
+                "cat",
+                "/logs/podproxy.ready",
+            ],
+            PLAY_TIMEOUT,
+        )
+    };
+    let written = wait_until(Duration::from_secs(15), || cat_ready().success());
+    let ready_file = cat_ready();
+    assert!(written, "no ready file: {ready_file}");
 }
