@@ -22,6 +22,8 @@ pub struct Event {
     pub source: u32,
     pub start: u32,
     pub end: u32,
+    /// The offset in its file this event ends at.
+    pub offset: u64,
     /// When it was read, in Unix nanoseconds.
     pub read_at: i64,
     /// Fields parsed from the line (json or cri input).
@@ -69,10 +71,47 @@ impl Batch {
             source,
             start,
             end: self.data.len() as u32,
+            offset: end_offset,
             read_at,
             fields,
         });
         self.advance(id, end_offset);
+    }
+
+    /// Cuts the batch into batches of at most `max_lines` events and about `max_bytes` of
+    /// messages (a single larger event goes alone), in order. The reader fills a batch a read
+    /// chunk at a time, which may pass the bounds; this makes them exact. Positions reached
+    /// without an event stay with the last piece.
+    pub fn split(mut self, max_lines: usize, max_bytes: usize) -> Vec<Batch> {
+        if self.len() <= max_lines && self.bytes() <= max_bytes {
+            return vec![self];
+        }
+        let mut pieces = Vec::new();
+        let mut piece = Batch::default();
+        let events = std::mem::take(&mut self.events);
+        for e in events {
+            let size = (e.end - e.start) as usize;
+            if !piece.events.is_empty()
+                && (piece.len() >= max_lines || piece.bytes() + size > max_bytes)
+            {
+                pieces.push(std::mem::take(&mut piece));
+            }
+            let source = &self.sources[e.source as usize];
+            let (id, path) = (source.id, Arc::clone(&source.path));
+            piece.push(
+                id,
+                &path,
+                &self.data[e.start as usize..e.end as usize],
+                e.offset,
+                e.read_at,
+                e.fields,
+            );
+        }
+        for (id, offset) in &self.offsets {
+            piece.advance(*id, *offset);
+        }
+        pieces.push(piece);
+        pieces
     }
 
     /// Records that `id` is consumed up to `end_offset` without an event (bytes that produce no
@@ -97,6 +136,19 @@ impl Batch {
 
     pub fn message(&self, e: &Event) -> &[u8] {
         &self.data[e.start as usize..e.end as usize]
+    }
+
+    /// The message as text. The reader made every message valid UTF-8; lossy is only a guard.
+    pub fn text(&self, e: &Event) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.message(e))
+    }
+
+    /// The path of the file `e` came from.
+    pub fn path(&self, e: &Event) -> &str {
+        self.sources
+            .get(e.source as usize)
+            .map(|s| &*s.path)
+            .unwrap_or_default()
     }
 }
 
@@ -139,55 +191,64 @@ impl Encoder {
                     out.push(b'\n');
                 }
             }
-            Output::Json => {
-                let mut stamp = TimestampCache::default();
-                // `","file":"<path>","message":` once per file, not once per event.
-                let file_parts: Vec<Vec<u8>> = batch
-                    .sources
-                    .iter()
-                    .map(|s| {
-                        let mut part = b"\",\"file\":".to_vec();
-                        write_json_str(&mut part, &s.path);
-                        part.extend_from_slice(b",\"message\":");
-                        part
-                    })
-                    .collect();
-                out.reserve(batch.data.len() * 2);
-                for e in &batch.events {
-                    out.extend_from_slice(b"{\"timestamp\":\"");
-                    out.extend_from_slice(stamp.format(e.read_at).as_bytes());
-                    out.extend_from_slice(&file_parts[e.source as usize]);
-                    // The reader made every message valid UTF-8; lossy is only a guard.
-                    match std::str::from_utf8(batch.message(e)) {
-                        Ok(text) => write_json_str(out, text),
-                        Err(_) => write_json_str(out, &String::from_utf8_lossy(batch.message(e))),
-                    }
-                    out.extend_from_slice(b",\"labels\":");
-                    out.extend_from_slice(self.labels_json.as_bytes());
-                    if let Some(fields) = &e.fields {
-                        out.extend_from_slice(b",\"fields\":");
-                        let _ = serde_json::to_writer(&mut *out, fields);
-                    }
-                    out.extend_from_slice(b"}\n");
-                }
+            Output::Json => self.encode_json(batch, 0..batch.events.len(), out),
+        }
+    }
+
+    /// Appends one JSON record per event of `batch` named by `events` (indices), whatever the
+    /// configured output: the shape of the HTTP NDJSON sink and the dead-letter file.
+    pub fn encode_json(
+        &self,
+        batch: &Batch,
+        events: impl Iterator<Item = usize>,
+        out: &mut Vec<u8>,
+    ) {
+        let mut stamp = TimestampCache::default();
+        // `","file":"<path>","message":` once per file, not once per event.
+        let file_parts: Vec<Vec<u8>> = batch
+            .sources
+            .iter()
+            .map(|s| {
+                let mut part = b"\",\"file\":".to_vec();
+                write_json_str(&mut part, &s.path);
+                part.extend_from_slice(b",\"message\":");
+                part
+            })
+            .collect();
+        out.reserve(batch.data.len() * 2);
+        for i in events {
+            let Some(e) = batch.events.get(i) else {
+                continue;
+            };
+            out.extend_from_slice(b"{\"timestamp\":\"");
+            out.extend_from_slice(stamp.format(e.read_at).as_bytes());
+            out.extend_from_slice(&file_parts[e.source as usize]);
+            write_json_str(out, batch.text(e).as_ref());
+            out.extend_from_slice(b",\"labels\":");
+            out.extend_from_slice(self.labels_json.as_bytes());
+            if let Some(fields) = &e.fields {
+                out.extend_from_slice(b",\"fields\":");
+                let _ = serde_json::to_writer(&mut *out, fields);
             }
+            out.extend_from_slice(b"}\n");
         }
     }
 }
 
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
+/// Appends `s` as a JSON string.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // serde_json's string escaping (RFC 8259 section 7); writing to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
 /// RFC 3339 timestamps, formatted once per distinct instant (a read chunk shares one).
 #[derive(Default)]
-struct TimestampCache {
+pub struct TimestampCache {
     last: Option<(i64, String)>,
 }
 
 impl TimestampCache {
-    fn format(&mut self, nanos: i64) -> &str {
+    pub fn format(&mut self, nanos: i64) -> &str {
         if self.last.as_ref().map(|(n, _)| *n) != Some(nanos) {
             let text = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
                 .ok()
@@ -216,6 +277,42 @@ pub fn now_nanos() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_keeps_order_offsets_and_bounds() {
+        let a: Arc<str> = "/l/a.log".into();
+        let b: Arc<str> = "/l/b.log".into();
+        let mut batch = Batch::default();
+        for i in 0..5u64 {
+            batch.push(1, &a, b"aaaa", (i + 1) * 5, 0, None);
+            batch.push(2, &b, b"bb", (i + 1) * 3, 0, None);
+        }
+        batch.advance(2, 100);
+        let pieces = batch.split(4, 1 << 20);
+        assert_eq!(
+            pieces.iter().map(Batch::len).collect::<Vec<_>>(),
+            vec![4, 4, 2]
+        );
+        assert_eq!(pieces[0].offsets, vec![(1, 10), (2, 6)]);
+        assert_eq!(pieces[2].offsets, vec![(1, 25), (2, 100)]);
+        assert_eq!(pieces[1].message(&pieces[1].events[0]), b"aaaa");
+        let by_bytes = pieces[0].clone_for_test().split(10, 6);
+        assert_eq!(
+            by_bytes.iter().map(Batch::len).collect::<Vec<_>>(),
+            vec![2, 2]
+        );
+    }
+
+    impl Batch {
+        fn clone_for_test(&self) -> Batch {
+            let mut b = Batch::default();
+            for e in &self.events {
+                let s = &self.sources[e.source as usize];
+                b.push(s.id, &s.path, self.message(e), e.offset, e.read_at, None);
+            }
+            b
+        }
+    }
 
     #[test]
     fn raw_and_json_encodings() {

@@ -183,6 +183,10 @@ pub type FileId = u64;
 struct Tracked {
     entry: Entry,
     released: Option<u64>,
+    /// The file this one took over from (a copy or a rename found by its first bytes), which the
+    /// reader had read further than the sinks had acknowledged: acknowledgements of that file
+    /// advance this one too, and this one's position never runs ahead of them.
+    predecessor: Option<FileId>,
 }
 
 /// The positions of every file, shared by the reader (which registers and releases files) and
@@ -237,12 +241,26 @@ impl Positions {
 
     /// Starts tracking a file at `entry.offset`.
     pub fn track(&self, id: FileId, entry: Entry) {
+        self.track_after(id, entry, None);
+    }
+
+    /// Starts tracking a file that takes over from `predecessor` at `entry.offset`, the offset
+    /// the reader had reached in the predecessor (the byte offsets of a copy or a renamed file
+    /// are the original's). Its saved position starts at what was acknowledged of the
+    /// predecessor and follows the predecessor's acknowledgements, so a restart before they
+    /// arrive reads the unacknowledged part again instead of losing it.
+    pub fn track_after(&self, id: FileId, mut entry: Entry, predecessor: Option<FileId>) {
         let mut state = self.lock();
+        let acked = predecessor.and_then(|p| state.tracked.get(&p).map(|t| t.entry.offset));
+        if let Some(acked) = acked {
+            entry.offset = entry.offset.min(acked);
+        }
         state.tracked.insert(
             id,
             Tracked {
                 entry,
                 released: None,
+                predecessor: predecessor.filter(|_| acked.is_some()),
             },
         );
         state.dirty = true;
@@ -284,12 +302,15 @@ impl Positions {
         let mut state = self.lock();
         let mut retire = Vec::new();
         for &(id, offset) in offsets {
-            if let Some(t) = state.tracked.get_mut(&id) {
+            for (&tid, t) in state.tracked.iter_mut() {
+                if tid != id && t.predecessor != Some(id) {
+                    continue;
+                }
                 if offset > t.entry.offset {
                     t.entry.offset = offset;
                 }
                 if t.released.is_some_and(|f| t.entry.offset >= f) {
-                    retire.push(id);
+                    retire.push(tid);
                 }
             }
         }

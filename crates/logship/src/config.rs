@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -13,7 +14,11 @@ use podkit_runtime::{parse_duration, parse_size};
 use crate::batch::Output;
 use crate::decode::{DecodeSettings, Format};
 use crate::discover::Globs;
-use crate::sink::SinkSpec;
+use crate::sink::delivery::{
+    Compression, Credential, CredentialKind, DeadLetter, EsAction, NetSettings, OtlpEncoding,
+    SyslogSettings,
+};
+use crate::sink::{HttpKind, SinkSpec};
 use crate::tail::{ReadFrom, TailSettings};
 
 /// The Downward API variables read into labels, and the label names they become.
@@ -25,7 +30,14 @@ pub const DOWNWARD_API: [(&str, &str); 4] = [
 ];
 
 const AFTER_HELP: &str = "\
-Sinks: stdout (default), file:///path.
+Sinks: stdout (default); file:///path; http(s)://host:port/path (POST of NDJSON records);
+loki://host:port (push API); elasticsearch://host:port/INDEX (_bulk); otlp://host:port
+(OTLP/HTTP /v1/logs); each network scheme also as NAME+https:// (TLS); syslog+tcp://,
+syslog+tls://, syslog+udp://host:port (RFC 5424, octet-counted on TCP and TLS). Several sinks
+fan out: a position is checkpointed once every sink has taken the lines before it.
+Network sinks retry connection errors, timeouts, 408, 429 and 5xx (but 501, 505) with backoff,
+honouring Retry-After; other answers are refused for good: logged, counted, and written to
+--dead-letter-file when set.
 Labels: --label key=value, plus pod, namespace, node and container from the Downward API
 variables POD_NAME, POD_NAMESPACE, NODE_NAME and CONTAINER_NAME when set.
 Lines longer than --max-line-bytes are split into pieces of at most that size (never dropped).
@@ -145,6 +157,87 @@ pub struct Cli {
     #[arg(long, env = "LOGSHIP_ROTATE_WAIT", default_value = "5s")]
     pub rotate_wait: String,
 
+    /// Request-body compression for HTTP-based sinks.
+    #[arg(long, env = "LOGSHIP_COMPRESSION", value_enum, default_value = "gzip")]
+    pub compression: Compression,
+
+    /// The longest a network request (or a syslog batch write) may take, answer included.
+    #[arg(long, env = "LOGSHIP_REQUEST_TIMEOUT", default_value = "30s")]
+    pub request_timeout: String,
+
+    /// The longest a connection to a network sink may take to open.
+    #[arg(long, env = "LOGSHIP_CONNECT_TIMEOUT", default_value = "5s")]
+    pub connect_timeout: String,
+
+    /// Batches a network sink delivers at once; beyond that reading waits (backpressure).
+    #[arg(long, env = "LOGSHIP_MAX_IN_FLIGHT", default_value = "4")]
+    pub max_in_flight: String,
+
+    /// The first delay before a retry; it doubles (with jitter) up to --retry-max-backoff.
+    #[arg(long, env = "LOGSHIP_RETRY_BACKOFF", default_value = "250ms")]
+    pub retry_backoff: String,
+
+    /// The longest delay between retries (a Retry-After answer may ask for longer, up to 10m).
+    #[arg(long, env = "LOGSHIP_RETRY_MAX_BACKOFF", default_value = "30s")]
+    pub retry_max_backoff: String,
+
+    /// Where events a receiver refused for good are appended, one JSON line each.
+    #[arg(long, env = "LOGSHIP_DEAD_LETTER_FILE")]
+    pub dead_letter_file: Option<PathBuf>,
+
+    /// A file holding user:password for HTTP Basic auth; read again when it changes.
+    #[arg(
+        long,
+        env = "LOGSHIP_BASIC_AUTH_FILE",
+        conflicts_with = "bearer_token_file"
+    )]
+    pub basic_auth_file: Option<PathBuf>,
+
+    /// A file holding a bearer token; read again when it changes (Secret volume updates).
+    #[arg(long, env = "LOGSHIP_BEARER_TOKEN_FILE")]
+    pub bearer_token_file: Option<PathBuf>,
+
+    /// A header added to every HTTP request, 'Name: value'; repeatable (one per line in env).
+    #[arg(long = "header", env = "LOGSHIP_HEADER", value_delimiter = '\n')]
+    pub headers: Vec<String>,
+
+    /// PEM CA certificates trusted for https and TLS sinks, besides the bundled Mozilla roots.
+    #[arg(long, env = "LOGSHIP_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM client certificate chain for mTLS (with --client-key).
+    #[arg(long, env = "LOGSHIP_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of --client-cert.
+    #[arg(long, env = "LOGSHIP_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+
+    /// Loki tenant, sent as X-Scope-OrgID.
+    #[arg(long, env = "LOGSHIP_LOKI_TENANT")]
+    pub loki_tenant: Option<String>,
+
+    /// Elasticsearch bulk action: create (data streams) or index.
+    #[arg(long, env = "LOGSHIP_ES_ACTION", value_enum, default_value = "create")]
+    pub es_action: EsAction,
+
+    /// OTLP body encoding.
+    #[arg(
+        long,
+        env = "LOGSHIP_OTLP_ENCODING",
+        value_enum,
+        default_value = "protobuf"
+    )]
+    pub otlp_encoding: OtlpEncoding,
+
+    /// Syslog facility: a name (user, daemon, local0..local7, ...) or a number 0-23.
+    #[arg(long, env = "LOGSHIP_SYSLOG_FACILITY", default_value = "user")]
+    pub syslog_facility: String,
+
+    /// Syslog APP-NAME (default: the container label, else logship).
+    #[arg(long, env = "LOGSHIP_SYSLOG_APP_NAME")]
+    pub syslog_app_name: Option<String>,
+
     /// Log format: auto (text on a terminal, JSON otherwise), text or json.
     #[arg(long, env = "LOGSHIP_LOG_FORMAT", value_enum, default_value = "auto")]
     pub log_format: LogFormat,
@@ -164,6 +257,7 @@ pub struct Config {
     pub checkpoint_interval: Duration,
     pub admin: Option<SocketAddr>,
     pub drain_timeout: Duration,
+    pub net: Arc<NetSettings>,
     pub log: LogSettings,
 }
 
@@ -229,6 +323,7 @@ impl Config {
                 })
             })
             .transpose()?;
+        let net = Arc::new(net_settings(&cli, &sinks, &labels)?);
         let checkpoint_dir = match cli.checkpoint_dir {
             Some(d) => d,
             None => globs
@@ -282,12 +377,159 @@ impl Config {
             checkpoint_interval: nonzero("checkpoint-interval", &cli.checkpoint_interval)?,
             admin: cli.admin,
             drain_timeout: nonzero("drain-timeout", &cli.drain_timeout)?,
+            net,
             log: LogSettings {
                 format: cli.log_format,
                 level: cli.log_level,
             },
         })
     }
+}
+
+/// The network sinks' settings; files named by flags are read here, so a bad one stops logship
+/// at start with exit 2.
+fn net_settings(
+    cli: &Cli,
+    sinks: &[SinkSpec],
+    labels: &[(String, String)],
+) -> Result<NetSettings, ConfigError> {
+    let e = |m: String| ConfigError(m);
+    let nonzero = |flag: &str, v: &str| -> Result<Duration, ConfigError> {
+        match parse_duration(v) {
+            Ok(d) if d.is_zero() => Err(e(format!("--{flag} must be more than 0"))),
+            Ok(d) => Ok(d),
+            Err(x) => Err(e(format!("--{flag}: {x}"))),
+        }
+    };
+    let max_in_flight = match cli.max_in_flight.trim().parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => n,
+        _ => {
+            return Err(e(format!(
+                "--max-in-flight {:?}: give a whole number from 1 to 256",
+                cli.max_in_flight
+            )))
+        }
+    };
+    let retry_initial = nonzero("retry-backoff", &cli.retry_backoff)?;
+    let retry_max = nonzero("retry-max-backoff", &cli.retry_max_backoff)?;
+    if retry_max < retry_initial {
+        return Err(e(format!(
+            "--retry-max-backoff {} is below --retry-backoff {}; raise it",
+            cli.retry_max_backoff, cli.retry_backoff
+        )));
+    }
+    let mut headers = Vec::new();
+    for h in cli.headers.iter().filter(|h| !h.trim().is_empty()) {
+        let parsed = h.split_once(':').and_then(|(n, v)| {
+            let name = http::HeaderName::from_bytes(n.trim().as_bytes()).ok()?;
+            let value = http::HeaderValue::from_str(v.trim()).ok()?;
+            Some((name, value))
+        });
+        match parsed {
+            Some(pair) => headers.push(pair),
+            None => {
+                return Err(e(format!(
+                    "--header {h:?}: use 'Name: value', e.g. --header 'X-Api-Key: abc'"
+                )))
+            }
+        }
+    }
+    let auth = match (&cli.basic_auth_file, &cli.bearer_token_file) {
+        (Some(p), _) => Some(Credential::new(CredentialKind::Basic, p).map_err(e)?),
+        (None, Some(p)) => Some(Credential::new(CredentialKind::Bearer, p).map_err(e)?),
+        (None, None) => None,
+    };
+    let client_auth = match (&cli.client_cert, &cli.client_key) {
+        (Some(cert), Some(key)) => Some(podkit_runtime::tls_client::ClientAuth { cert, key }),
+        _ => None,
+    };
+    let tls = podkit_runtime::tls_client::client_config(cli.ca_file.as_deref(), false, client_auth)
+        .map_err(|x| e(x.to_string()))?;
+    let loki_tenant = cli
+        .loki_tenant
+        .as_deref()
+        .map(|t| {
+            http::HeaderValue::from_str(t.trim()).map_err(|_| {
+                e(format!(
+                    "--loki-tenant {t:?}: a tenant ID is printable ASCII without control characters"
+                ))
+            })
+        })
+        .transpose()?;
+    if sinks.iter().any(|s| {
+        matches!(
+            s,
+            SinkSpec::Http {
+                kind: HttpKind::Loki,
+                ..
+            }
+        )
+    }) {
+        if let Some((k, _)) = labels
+            .iter()
+            .find(|(k, _)| !crate::sink::loki::valid_label_name(k))
+        {
+            return Err(e(format!(
+                "--label {k:?}: Loki label names must match [a-zA-Z_][a-zA-Z0-9_]*; rename it, e.g. {}",
+                k.chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect::<String>()
+            )));
+        }
+    }
+    let facility = crate::sink::syslog::facility(cli.syslog_facility.trim()).ok_or_else(|| {
+        e(format!(
+            "--syslog-facility {:?}: give a facility name (user, daemon, local0..local7, ...) or a number 0-23",
+            cli.syslog_facility
+        ))
+    })?;
+    let label = |name: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let hostname = label("pod")
+        .or_else(|| label("node"))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default();
+    let app_name = cli
+        .syslog_app_name
+        .clone()
+        .or_else(|| label("container"))
+        .unwrap_or_else(|| "logship".into());
+    let dead_letter = cli
+        .dead_letter_file
+        .as_deref()
+        .map(DeadLetter::open)
+        .transpose()
+        .map_err(e)?;
+    let request_timeout = nonzero("request-timeout", &cli.request_timeout)?;
+    Ok(NetSettings {
+        compression: cli.compression,
+        request_timeout,
+        connect_timeout: nonzero("connect-timeout", &cli.connect_timeout)?,
+        max_in_flight,
+        retry_initial,
+        retry_max,
+        dead_letter,
+        auth,
+        headers,
+        tls: Arc::new(tls),
+        loki_tenant,
+        es_action: cli.es_action,
+        otlp_encoding: cli.otlp_encoding,
+        syslog: SyslogSettings {
+            facility,
+            app_name,
+            hostname,
+        },
+        labels: labels.to_vec(),
+    })
 }
 
 #[cfg(test)]

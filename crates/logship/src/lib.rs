@@ -78,13 +78,21 @@ pub async fn run(
         Arc::clone(&positions),
         Arc::clone(&metrics),
     ));
+    let health = sink::delivery::Health::new(config.sinks.len(), readiness.clone());
     let mut senders = Vec::new();
     let mut sink_tasks = Vec::new();
-    for spec in &config.sinks {
+    for (i, spec) in config.sinks.iter().enumerate() {
         let (tx, rx) = tokio::sync::mpsc::channel::<Arc<Batch>>(sink::QUEUE_BATCHES);
+        if !spec.is_network() {
+            health.slot(i).set_up(true);
+        }
         let ctx = SinkContext {
             encoder: encoder.clone(),
             acks: Arc::clone(&acks),
+            metrics: Arc::clone(&metrics),
+            net: Arc::clone(&config.net),
+            health: health.slot(i),
+            shutdown: shutdown.clone(),
         };
         sink_tasks.push((spec.to_string(), sink::spawn(spec, rx, ctx)?));
         senders.push(tx);
@@ -127,7 +135,7 @@ pub async fn run(
         "logship started: checkpoints in {}", store.path().display()
     );
     let mut tail_task = tokio::task::spawn_blocking(move || tailer.run());
-    readiness.set(true);
+    health.set_running(true);
 
     let checkpointer = {
         let (store, positions, metrics) =
@@ -149,7 +157,7 @@ pub async fn run(
         signal = shutdown.recv() => {
             tracing::info!(signal = ?signal, "stopping: reading what was written, shipping it, saving positions (within {})",
                 podkit_runtime::units::format_duration(config.drain_timeout));
-            readiness.set(false);
+            health.set_running(false);
             stop.store(true, Ordering::SeqCst);
             let _ = wake_tx.try_send(());
             let deadline = tokio::time::Instant::now() + config.drain_timeout;
@@ -165,7 +173,7 @@ pub async fn run(
         }
     }
     .map_err(|e| RunError::Internal(format!("the reader thread failed: {e}")))?;
-    readiness.set(false);
+    health.set_running(false);
 
     // The reader has sent its last batch and dropped the sink channels: wait for the sinks.
     let deadline =

@@ -13,8 +13,34 @@ pub struct FileLabel {
     pub file: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SinkLabel {
+    pub sink: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabel {
+    pub sink: String,
+    pub reason: String,
+}
+
+/// Per-sink delivery metrics (network sinks).
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    pub batches_sent: Family<SinkLabel, Counter>,
+    pub bytes_sent: Family<SinkLabel, Counter>,
+    pub events_sent: Family<SinkLabel, Counter>,
+    pub retries: Family<SinkLabel, Counter>,
+    pub failures: Family<FailureLabel, Counter>,
+    pub events_rejected: Family<SinkLabel, Counter>,
+    pub in_flight: Family<SinkLabel, Gauge>,
+    pub last_success: Family<SinkLabel, Gauge>,
+    pub up: Family<SinkLabel, Gauge>,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    pub sinks: SinkMetrics,
     pub files_watched: Gauge,
     pub lines_read: Family<FileLabel, Counter>,
     pub bytes_read: Family<FileLabel, Counter>,
@@ -97,6 +123,52 @@ impl Metrics {
             "events_truncated",
             "Multiline or CRI events cut at --max-event-bytes",
             m.events_truncated.clone(),
+        );
+        let s = &m.sinks;
+        r.register(
+            "sink_batches_sent",
+            "Requests (or syslog batches) a sink delivered, counting partial retries",
+            s.batches_sent.clone(),
+        );
+        r.register(
+            "sink_sent_bytes",
+            "Bytes a sink put on the wire (after compression)",
+            s.bytes_sent.clone(),
+        );
+        r.register(
+            "sink_events_sent",
+            "Events a sink's receiver accepted",
+            s.events_sent.clone(),
+        );
+        r.register(
+            "sink_retries",
+            "Attempts a sink made again after a retryable failure",
+            s.retries.clone(),
+        );
+        r.register(
+            "sink_failures",
+            "Failed attempts by reason: connect, timeout, status_429, status_5xx, rejected, item_rejected, partial_success",
+            s.failures.clone(),
+        );
+        r.register(
+            "sink_events_rejected",
+            "Events a receiver refused for good (not retried; see --dead-letter-file)",
+            s.events_rejected.clone(),
+        );
+        r.register(
+            "sink_in_flight_batches",
+            "Batches a sink is delivering now",
+            s.in_flight.clone(),
+        );
+        r.register(
+            "sink_last_success_timestamp_seconds",
+            "Unix time of the sink's last successful delivery",
+            s.last_success.clone(),
+        );
+        r.register(
+            "sink_up",
+            "1 while the sink's receiver is reachable (its last contact succeeded)",
+            s.up.clone(),
         );
         (m, r)
     }

@@ -117,7 +117,7 @@ pub struct Tailer {
     standby: Vec<Standby>,
     /// Fingerprints of files let go or truncated lately, with how far they were read: a copy
     /// found after its original was truncated resumes there, even before the acknowledgement.
-    recent: std::collections::VecDeque<(Head, u64)>,
+    recent: std::collections::VecDeque<(Head, u64, FileId)>,
     next_id: FileId,
     batch: Batch,
     batch_started: Option<Instant>,
@@ -345,11 +345,14 @@ impl Tailer {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.seq += 1;
-        let mut batch = std::mem::take(&mut self.batch);
-        batch.seq = self.seq;
+        let batch = std::mem::take(&mut self.batch);
         self.batch_started = None;
-        (self.outlet)(batch)
+        for mut piece in batch.split(self.s.batch_max_lines, self.s.batch_max_bytes) {
+            self.seq += 1;
+            piece.seq = self.seq;
+            (self.outlet)(piece)?;
+        }
+        Ok(())
     }
 
     /// Reads every file to its end (and on, until they have been quiet for `quiet`), flushes
@@ -435,16 +438,17 @@ impl Tailer {
         }
         let recent = head
             .is_fingerprint()
-            .then(|| self.recent.iter().position(|(h, _)| *h == head))
+            .then(|| self.recent.iter().position(|(h, _, _)| *h == head))
             .flatten()
             .and_then(|i| self.recent.remove(i));
+        let predecessor = recent.map(|(_, _, id)| id);
         let claimed = self.positions.claim(dev_ino, &file, head);
         let claimed = match (recent, claimed) {
-            (Some((_, offset)), Some(mut entry)) => {
+            (Some((_, offset, _)), Some(mut entry)) => {
                 entry.offset = entry.offset.max(offset);
                 Some(entry)
             }
-            (Some((_, offset)), None) => Some(Entry {
+            (Some((_, offset, _)), None) => Some(Entry {
                 path: String::new(),
                 dev: 0,
                 ino: 0,
@@ -475,11 +479,13 @@ impl Tailer {
             offset,
             size,
             continues,
+            predecessor,
         );
         Ok(())
     }
 
-    /// Starts reading a file at `offset`; `first` puts it ahead of the others in each round.
+    /// Starts reading a file at `offset`; `first` puts it ahead of the others in each round;
+    /// `predecessor` is the file it takes over from (see [`Positions::track_after`]).
     #[allow(clippy::too_many_arguments)]
     fn track(
         &mut self,
@@ -490,11 +496,12 @@ impl Tailer {
         offset: u64,
         size: u64,
         first: bool,
+        predecessor: Option<FileId>,
     ) {
         let id = self.next_id;
         self.next_id += 1;
         let label: Arc<str> = path.to_string_lossy().into();
-        self.positions.track(
+        self.positions.track_after(
             id,
             Entry {
                 path: label.to_string(),
@@ -504,6 +511,7 @@ impl Tailer {
                 head_hash: head.hash,
                 offset,
             },
+            predecessor,
         );
         tracing::info!(file = %label, offset, "watching {label} from offset {offset}");
         let tracked = Tracked {
@@ -607,7 +615,7 @@ impl Tailer {
         self.flush_file(i);
         let t = &mut self.files[i];
         tracing::info!(file = %t.path.display(), at = t.offset, size, "{} was truncated; reading it again from the start", t.path.display());
-        let (old_head, old_offset) = (t.head, t.emitted);
+        let (old_head, old_offset, old_id) = (t.head, t.emitted, t.id);
         self.positions.release(t.id, t.emitted);
         let new_id = self.next_id;
         self.next_id += 1;
@@ -627,23 +635,23 @@ impl Tailer {
                 offset: 0,
             },
         );
-        self.remember(old_head, old_offset);
-        self.promote_standby(old_head, old_offset);
+        self.remember(old_head, old_offset, old_id);
+        self.promote_standby(old_head, old_offset, old_id);
         // copytruncate copies before it truncates: find the copy now, before reading on.
         self.scan(false);
     }
 
-    fn remember(&mut self, head: Head, offset: u64) {
+    fn remember(&mut self, head: Head, offset: u64, id: FileId) {
         if head.is_fingerprint() {
             if self.recent.len() >= 64 {
                 self.recent.pop_front();
             }
-            self.recent.push_back((head, offset));
+            self.recent.push_back((head, offset, id));
         }
     }
 
     /// A copy on standby takes over the position of the file it copied.
-    fn promote_standby(&mut self, head: Head, offset: u64) {
+    fn promote_standby(&mut self, head: Head, offset: u64, predecessor: FileId) {
         let Some(pos) = self.standby.iter().position(|s| s.head == head) else {
             return;
         };
@@ -658,6 +666,7 @@ impl Tailer {
             offset.min(size),
             size,
             true,
+            Some(predecessor),
         );
     }
 
@@ -666,8 +675,8 @@ impl Tailer {
         let t = self.files.remove(i);
         tracing::info!(file = %t.path.display(), offset = t.offset, "done with {} (read to its end)", t.path.display());
         self.positions.release(t.id, t.emitted);
-        self.remember(t.head, t.offset);
+        self.remember(t.head, t.offset, t.id);
         self.metrics.forget(&t.label);
-        self.promote_standby(t.head, t.offset);
+        self.promote_standby(t.head, t.offset, t.id);
     }
 }

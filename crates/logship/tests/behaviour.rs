@@ -344,6 +344,67 @@ fn usage_errors_are_one_line_with_exit_2() {
             vec!["--path", "/x/*.log", "--read-from", "middle"],
             "middle",
         ),
+        (
+            vec!["--path", "/x/*.log", "--sink", "elasticsearch://es:9200"],
+            "name the index",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--sink", "http://user:pw@host/"],
+            "--basic-auth-file",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--sink", "syslog+tcp://rsyslog"],
+            "give the port",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--header", "no colon"],
+            "'Name: value'",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--max-in-flight", "0"],
+            "--max-in-flight",
+        ),
+        (
+            vec![
+                "--path",
+                "/x/*.log",
+                "--bearer-token-file",
+                "/nonexistent/token",
+            ],
+            "--bearer-token-file /nonexistent/token",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--client-cert", "/c.pem"],
+            "--client-key",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--ca-file", "/nonexistent/ca.pem"],
+            "--ca-file",
+        ),
+        (
+            vec!["--path", "/x/*.log", "--syslog-facility", "kernel-ish"],
+            "--syslog-facility",
+        ),
+        (
+            vec![
+                "--path",
+                "/x/*.log",
+                "--dead-letter-file",
+                "/nonexistent/dir/dead",
+            ],
+            "--dead-letter-file",
+        ),
+        (
+            vec![
+                "--path",
+                "/x/*.log",
+                "--retry-backoff",
+                "10s",
+                "--retry-max-backoff",
+                "1s",
+            ],
+            "--retry-max-backoff",
+        ),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
             .args(&args)
@@ -441,16 +502,6 @@ fn stdout_sink_and_admin_metrics() {
     let (code, out, _) = g.finish(LIMIT);
     assert_eq!(code, Some(0));
     assert_eq!(out, "one\ntwo\n");
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::receiver::{accepted, ndjson_messages, Receiver, Reply, RequestLog};
 use support::*;
 
 const STREAMS: [&str; 4] = ["inglob", "outglob", "copytrunc", "recreate"];
@@ -32,6 +33,8 @@ struct Writer {
     logs: std::path::PathBuf,
     archive: std::path::PathBuf,
     out: std::path::PathBuf,
+    /// Also a network receiver that must have taken a line before it counts as shipped.
+    receiver: Option<RequestLog>,
     lock: Arc<Mutex<()>>,
     files: HashMap<&'static str, File>,
     generation: u64,
@@ -51,14 +54,14 @@ impl Writer {
         self.files.insert(stream, f);
     }
 
+    /// Padded so that every file passes the 256-byte fingerprint within a few lines.
+    fn line(stream: &str, seq: u64) -> String {
+        format!("{stream} {seq:08} ........................................")
+    }
+
     fn write(&mut self, stream: &'static str, seq: u64) {
         let f = self.files.get_mut(stream).expect("stream open");
-        // Padded so that every file passes the 256-byte fingerprint within a few lines.
-        writeln!(
-            f,
-            "{stream} {seq:08} ........................................"
-        )
-        .expect("write");
+        writeln!(f, "{}", Writer::line(stream, seq)).expect("write");
     }
 
     fn rotate(&mut self, stream: &'static str, last_seq: u64) {
@@ -90,9 +93,15 @@ impl Writer {
                 self.open(stream);
                 let want = format!("{stream} {last_seq:08} ");
                 let start = Instant::now();
-                while !std::fs::read_to_string(&self.out)
+                while !(std::fs::read_to_string(&self.out)
                     .unwrap_or_default()
                     .contains(&want)
+                    && self.receiver.as_ref().is_none_or(|r| {
+                        // Every line of the moved file: a later batch may be taken while an
+                        // earlier one is still being retried.
+                        (last_seq + 1 - ROTATE_EVERY..=last_seq)
+                            .all(|seq| r.has_message(&Writer::line(stream, seq)))
+                    }))
                 {
                     assert!(
                         start.elapsed() < LIMIT,
@@ -108,11 +117,56 @@ impl Writer {
 
 #[test]
 fn every_line_survives_rotation_truncation_deletion_and_sigkill() {
+    torture(None, 20);
+}
+
+/// The same torture with an HTTP sink beside the file sink whose receiver answers 503 to every
+/// fourth request and goes away now and then: a position is checkpointed only once both sinks
+/// have taken the lines before it, so every line still reaches both.
+#[test]
+fn every_line_survives_the_torture_with_a_flapping_http_sink() {
+    let flaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut rx = Receiver::start(move |_| {
+        if flaps.fetch_add(1, Ordering::SeqCst) % 4 == 3 {
+            Reply::status(503)
+        } else {
+            Reply::status(200)
+        }
+    });
+    // Replays per kill are larger here: a kill also loses the acknowledgements the HTTP sink
+    // had not given yet (batches in retry while the receiver was away).
+    torture(Some(&mut rx), 40);
+    let log = rx.log();
+    for stream in STREAMS {
+        let mut seen = vec![false; LINES_PER_STREAM as usize + 1];
+        for m in accepted(&rx.requests(), ndjson_messages)
+            .iter()
+            .filter(|m| m.starts_with(&format!("{stream} ")))
+        {
+            let seq: usize = m[stream.len() + 1..stream.len() + 9].parse().expect("seq");
+            seen[seq] = true;
+        }
+        let missing: Vec<usize> = (1..=LINES_PER_STREAM as usize)
+            .filter(|&i| !seen[i])
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{stream}: {} lines never reached the HTTP receiver, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+    }
+    assert!(rx.requests().iter().any(|r| r.status == 503));
+    drop(log);
+}
+
+fn torture(mut http: Option<&mut Receiver>, replay_batches_per_kill: usize) {
     let s = Scene::new();
     let archive = s.dir.path().join("archive");
     std::fs::create_dir(&archive).expect("archive dir");
     let glob = s.glob("*.log*");
-    let args = [
+    let url = http.as_ref().map(|r| r.url("http", "/"));
+    let mut args = vec![
         "--path",
         glob.as_str(),
         "--batch-max-lines",
@@ -120,6 +174,18 @@ fn every_line_survives_rotation_truncation_deletion_and_sigkill() {
         "--checkpoint-interval",
         "50ms",
     ];
+    if let Some(url) = &url {
+        args.extend([
+            "--sink",
+            url.as_str(),
+            "--retry-backoff",
+            "20ms",
+            "--retry-max-backoff",
+            "200ms",
+            "--batch-timeout",
+            "100ms",
+        ]);
+    }
     let lock = Arc::new(Mutex::new(()));
     let writing = Arc::new(AtomicBool::new(true));
 
@@ -128,6 +194,7 @@ fn every_line_survives_rotation_truncation_deletion_and_sigkill() {
             logs: s.logs(),
             archive: archive.clone(),
             out: s.out(),
+            receiver: http.as_ref().map(|r| r.log()),
             lock: Arc::clone(&lock),
             files: HashMap::new(),
             generation: 0,
@@ -169,6 +236,15 @@ fn every_line_survives_rotation_truncation_deletion_and_sigkill() {
         current = Guard::spawn(&mut s.logship(&args));
         std::thread::sleep(Duration::from_millis(300));
         drop(held);
+        // The receiver goes away for a moment after every other restart (not under the lock: a
+        // rotation may be waiting for it to take a line).
+        if let Some(rx) = http.as_mut() {
+            if kills % 2 == 1 {
+                rx.stop();
+                std::thread::sleep(Duration::from_millis(300 + rng_state % 300));
+                rx.resume();
+            }
+        }
     }
     // The last run must catch up on everything, then drain on SIGTERM.
     let g = current;
@@ -224,7 +300,7 @@ fn every_line_survives_rotation_truncation_deletion_and_sigkill() {
     // interval (50ms here): a few hundred lines at this writer's pace, more on a loaded machine.
     // The bound (20 batches a kill) is far below what a re-read file (700+ lines a rotation,
     // 8000 a stream) would cost, so it still catches a position lost at restart.
-    let bound = kills * 20 * BATCH_LINES;
+    let bound = kills * replay_batches_per_kill * BATCH_LINES;
     println!(
         "kills: {kills}, lines: {}, duplicates: {duplicates} (bound {bound})",
         shipped.len()

@@ -8,6 +8,8 @@ pub mod admin;
 pub mod cli;
 pub mod logging;
 pub mod shutdown;
+#[cfg(feature = "tls-client")]
+pub mod tls_client;
 pub mod units;
 
 pub use shutdown::{Shutdown, ShutdownTrigger, Signal};

@@ -224,8 +224,12 @@ impl Config {
             ));
         }
         let tls = if has_https || cli.ca_file.is_some() {
-            let config = crate::probe::tls::client_config(cli.ca_file.as_deref(), cli.insecure)
-                .map_err(|e| ConfigError(e.to_string()))?;
+            let config = podkit_runtime::tls_client::client_config(
+                cli.ca_file.as_deref(),
+                cli.insecure,
+                None,
+            )
+            .map_err(|e| ConfigError(e.to_string()))?;
             Some(Arc::new(config))
         } else {
             None

@@ -261,6 +261,7 @@ const MANY_FILES: usize = 100;
 const FLOOR_RAW_MIBS: f64 = 300.0;
 const FLOOR_JSON_MIBS: f64 = 150.0;
 const FLOOR_RSS_KIB: u64 = 32 * 1024;
+const FLOOR_HTTP_MIBS: f64 = 100.0;
 
 struct Run {
     name: String,
@@ -351,6 +352,41 @@ pub fn bench_logship() -> Result<()> {
         }
     }
 
+    // The HTTP NDJSON sink against a fast local receiver (a thread that reads each request and
+    // answers 200), gzip off and on; --oneshot exits once the receiver has taken every batch.
+    for compression in ["none", "gzip"] {
+        let receiver = NdjsonReceiver::start()?;
+        let _ = std::fs::remove_dir_all(one.join(".logship"));
+        let args = vec![
+            logship.display().to_string(),
+            "--oneshot".into(),
+            "--path".into(),
+            format!("{}/*.log", one.display()),
+            "--sink".into(),
+            format!("http://127.0.0.1:{}/ingest", receiver.port),
+            "--compression".into(),
+            compression.into(),
+            "--log-level".into(),
+            "warn".into(),
+        ];
+        let (secs, rss) = timed(&gnu_time, &args)?;
+        let (requests, body_bytes, newlines) = receiver.totals();
+        if compression == "none" && newlines != lines {
+            return Err(Error::new(format!(
+                "the receiver got {newlines} records of {lines} (http, {compression})"
+            )));
+        }
+        println!(
+            "http sink, compression {compression}: {requests} requests, {} on the wire",
+            human_size(body_bytes)
+        );
+        runs.push(Run {
+            name: format!("logship http ndjson ({compression})"),
+            secs,
+            peak_rss_kib: rss,
+        });
+    }
+
     let mib = data_bytes as f64 / (1024.0 * 1024.0);
     println!(
         "\n{:<30} {:>10} {:>12} {:>14} {:>12}",
@@ -369,8 +405,11 @@ pub fn bench_logship() -> Result<()> {
     let floors: Vec<String> = runs
         .iter()
         .filter(|r| r.name.starts_with("logship"))
+        .filter(|r| !r.name.contains("(gzip)"))
         .map(|r| {
-            let floor = if r.name.contains("raw") {
+            let floor = if r.name.contains("http") {
+                FLOOR_HTTP_MIBS
+            } else if r.name.contains("raw") {
                 FLOOR_RAW_MIBS
             } else {
                 FLOOR_JSON_MIBS
@@ -391,6 +430,90 @@ pub fn bench_logship() -> Result<()> {
         .collect();
     println!("\nfloors:\n  {}", floors.join("\n  "));
     Ok(())
+}
+
+/// A minimal HTTP/1.1 receiver for the sink benchmark: a thread per connection reads each
+/// request (headers, then Content-Length bytes of body), counts the body's newlines and bytes,
+/// and answers `200` with an empty body, keeping the connection open.
+struct NdjsonReceiver {
+    port: u16,
+    counts: std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>,
+}
+
+impl NdjsonReceiver {
+    fn start() -> Result<NdjsonReceiver> {
+        use std::sync::atomic::AtomicU64;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| Error::new(format!("bench: receiver: {e}")))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| Error::new(format!("bench: receiver: {e}")))?
+            .port();
+        let counts = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let c = std::sync::Arc::clone(&counts);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || {
+                    let _ = serve_ndjson(stream, &c);
+                });
+            }
+        });
+        Ok(NdjsonReceiver { port, counts })
+    }
+
+    /// Requests, body bytes, newlines in bodies.
+    fn totals(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        (
+            self.counts[0].load(SeqCst),
+            self.counts[1].load(SeqCst),
+            self.counts[2].load(SeqCst),
+        )
+    }
+}
+
+fn serve_ndjson(
+    mut stream: std::net::TcpStream,
+    counts: &[std::sync::atomic::AtomicU64; 3],
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 21);
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let n = stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let body = &buf[head_end..head_end + length];
+        counts[0].fetch_add(1, SeqCst);
+        counts[1].fetch_add(length as u64, SeqCst);
+        if !head.contains("content-encoding: gzip") {
+            counts[2].fetch_add(body.iter().filter(|b| **b == b'\n').count() as u64, SeqCst);
+        }
+        buf.drain(..head_end + length);
+        stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")?;
+    }
 }
 
 /// Writes `LOGSHIP_BYTES` of numbered lines spread over `files` files, unless already there.

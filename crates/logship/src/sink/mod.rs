@@ -5,8 +5,15 @@
 //! batch order, so a checkpoint never passes a line some sink has not confirmed. Acknowledgements
 //! may arrive later than delivery, and out of order across sinks.
 
+pub mod client;
+pub mod delivery;
+pub mod elasticsearch;
 pub mod file;
+pub mod http;
+pub mod loki;
+pub mod otlp;
 pub mod stdout;
+pub mod syslog;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -24,7 +31,36 @@ pub const QUEUE_BATCHES: usize = 4;
 pub enum SinkSpec {
     Stdout,
     File(PathBuf),
+    /// An HTTP-based sink: `endpoint` is the URL requests go to.
+    Http {
+        kind: HttpKind,
+        endpoint: ::http::Uri,
+        text: String,
+    },
+    Syslog {
+        transport: syslog::Transport,
+        host: String,
+        port: u16,
+        text: String,
+    },
 }
+
+/// The HTTP-based protocols.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpKind {
+    /// POST of NDJSON records.
+    Ndjson,
+    /// Loki's push API.
+    Loki,
+    /// Elasticsearch's `_bulk` API into `index`.
+    Elasticsearch { index: String },
+    /// OTLP/HTTP logs.
+    Otlp,
+}
+
+const SINK_HELP: &str = "use stdout, file:///path, http(s)://host:port/path, loki://host:port, \
+elasticsearch://host:port/INDEX, otlp://host:port (each network scheme also as NAME+https://), \
+syslog+tcp://, syslog+tls:// or syslog+udp://host:port";
 
 impl SinkSpec {
     pub fn parse(s: &str) -> Result<SinkSpec, String> {
@@ -37,9 +73,112 @@ impl SinkSpec {
             }
             return Ok(SinkSpec::File(PathBuf::from(path)));
         }
-        Err(format!(
-            "--sink {s:?}: unknown sink; use stdout or file:///path"
-        ))
+        let Some((scheme, rest)) = s.split_once("://") else {
+            return Err(format!("--sink {s:?}: unknown sink; {SINK_HELP}"));
+        };
+        let bad = |why: &str| format!("--sink {s:?}: {why}");
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() {
+            return Err(bad("the host is missing, e.g. loki://loki.monitoring:3100"));
+        }
+        if authority.contains('@') {
+            return Err(bad(
+                "credentials do not belong in the URL (they would show in logs and metrics); use --basic-auth-file or --bearer-token-file",
+            ));
+        }
+        let (name, tls) = match scheme.strip_suffix("+https") {
+            Some(n) => (n, true),
+            None => (scheme, false),
+        };
+        let web = if tls { "https" } else { "http" };
+        let endpoint = |path: &str| -> Result<::http::Uri, String> {
+            format!("{web}://{authority}{path}")
+                .parse::<::http::Uri>()
+                .map_err(|e| bad(&format!("not a valid URL: {e}")))
+        };
+        let http = |kind: HttpKind, endpoint: ::http::Uri| SinkSpec::Http {
+            kind,
+            endpoint,
+            text: s.to_string(),
+        };
+        match (scheme, name) {
+            ("http" | "https", _) => {
+                let uri = s
+                    .parse::<::http::Uri>()
+                    .map_err(|e| bad(&format!("not a valid URL: {e}")))?;
+                Ok(http(HttpKind::Ndjson, uri))
+            }
+            (_, "loki") => {
+                let path = if path.is_empty() || path == "/" {
+                    "/loki/api/v1/push"
+                } else {
+                    path
+                };
+                Ok(http(HttpKind::Loki, endpoint(path)?))
+            }
+            (_, "elasticsearch") => {
+                let index = path.trim_matches('/');
+                if index.is_empty() || index.contains('/') {
+                    return Err(bad(
+                        "name the index or data stream as the path, e.g. elasticsearch://es:9200/logs-app-default",
+                    ));
+                }
+                Ok(http(
+                    HttpKind::Elasticsearch {
+                        index: index.to_string(),
+                    },
+                    endpoint("/_bulk")?,
+                ))
+            }
+            (_, "otlp") => {
+                let path = if path.is_empty() || path == "/" {
+                    "/v1/logs"
+                } else {
+                    path
+                };
+                Ok(http(HttpKind::Otlp, endpoint(path)?))
+            }
+            ("syslog+tcp" | "syslog+tls" | "syslog+udp", _) => {
+                let transport = match scheme {
+                    "syslog+tcp" => syslog::Transport::Tcp,
+                    "syslog+tls" => syslog::Transport::Tls,
+                    _ => syslog::Transport::Udp,
+                };
+                if !path.is_empty() && path != "/" {
+                    return Err(bad(
+                        "a syslog sink takes no path, e.g. syslog+tcp://rsyslog:514",
+                    ));
+                }
+                let uri = format!("x://{authority}")
+                    .parse::<::http::Uri>()
+                    .map_err(|e| bad(&format!("not a valid host:port: {e}")))?;
+                let host = uri.host().unwrap_or_default();
+                let host = host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                let Some(port) = uri.port_u16() else {
+                    return Err(bad("give the port, e.g. syslog+tcp://rsyslog:514"));
+                };
+                Ok(SinkSpec::Syslog {
+                    transport,
+                    host,
+                    port,
+                    text: s.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "--sink {s:?}: unknown sink scheme {scheme:?}; {SINK_HELP}"
+            )),
+        }
+    }
+
+    /// Whether the sink talks to a receiver over the network.
+    pub fn is_network(&self) -> bool {
+        matches!(self, SinkSpec::Http { .. } | SinkSpec::Syslog { .. })
     }
 }
 
@@ -48,6 +187,7 @@ impl std::fmt::Display for SinkSpec {
         match self {
             SinkSpec::Stdout => write!(f, "stdout"),
             SinkSpec::File(p) => write!(f, "file://{}", p.display()),
+            SinkSpec::Http { text, .. } | SinkSpec::Syslog { text, .. } => f.write_str(text),
         }
     }
 }
@@ -121,6 +261,10 @@ impl Acks {
 pub struct SinkContext {
     pub encoder: Encoder,
     pub acks: Arc<Acks>,
+    pub metrics: Arc<Metrics>,
+    pub net: Arc<delivery::NetSettings>,
+    pub health: delivery::HealthSlot,
+    pub shutdown: podkit_runtime::Shutdown,
 }
 
 /// Starts the sink's task; it ends when the channel closes (after delivering everything) or
@@ -135,6 +279,23 @@ pub fn spawn(
         SinkSpec::File(path) => {
             let sink = file::FileSink::open(path)?;
             Ok(tokio::task::spawn_blocking(move || sink.run(rx, ctx)))
+        }
+        SinkSpec::Http {
+            kind,
+            endpoint,
+            text,
+        } => {
+            let sink = http::HttpSink::new(kind, endpoint, text, &ctx)?;
+            Ok(tokio::spawn(sink.run(rx, ctx)))
+        }
+        SinkSpec::Syslog {
+            transport,
+            host,
+            port,
+            text,
+        } => {
+            let sink = syslog::SyslogSink::new(*transport, host, *port, text, &ctx)?;
+            Ok(tokio::spawn(sink.run(rx, ctx)))
         }
     }
 }

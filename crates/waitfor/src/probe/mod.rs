@@ -12,7 +12,6 @@ pub mod mysql;
 pub mod postgres;
 pub mod redis;
 pub mod tcp;
-pub mod tls;
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
-//! The rustls client configuration for https targets: the bundled Mozilla roots (webpki-roots)
-//! plus any `--ca-file` certificates, or, with `--insecure`, no verification at all (the
-//! handshake signatures are still checked, so the connection is TLS, just unauthenticated).
+//! The rustls client configuration the binaries share (waitfor's https targets, logship's
+//! network sinks): the bundled Mozilla roots (webpki-roots) plus any `--ca-file` certificates,
+//! or, with `--insecure`, no verification at all (the handshake signatures are still checked, so
+//! the connection is TLS, just unauthenticated); and a client certificate for mTLS.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,29 +10,43 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {
     #[error("--ca-file {path}: {reason}; give a PEM file with one or more CERTIFICATE blocks")]
     CaFile { path: String, reason: String },
+    #[error("--client-cert {cert} / --client-key {key}: {reason}; give the PEM certificate chain and its private key")]
+    ClientAuth {
+        cert: String,
+        key: String,
+        reason: String,
+    },
     #[error("TLS setup failed: {0}")]
     Rustls(#[from] rustls::Error),
 }
 
-/// Builds the client configuration once, at start-up.
+/// A client certificate chain and its key, both PEM files.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAuth<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+}
+
+/// Builds the client configuration once, at start-up. ALPN offers http/1.1; clear
+/// `alpn_protocols` for protocols other than HTTP.
 pub fn client_config(
     ca_file: Option<&Path>,
     insecure: bool,
+    client_auth: Option<ClientAuth<'_>>,
 ) -> Result<ClientConfig, TlsConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let mut config = if insecure {
+    let builder = if insecure {
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
-            .with_no_client_auth()
     } else {
         let mut roots = RootCertStore::empty();
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -51,7 +66,29 @@ pub fn client_config(
                 roots.add(cert).map_err(|e| ca_err(e.to_string()))?;
             }
         }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots)
+    };
+    let mut config = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let err = |reason: String| TlsConfigError::ClientAuth {
+                cert: auth.cert.display().to_string(),
+                key: auth.key.display().to_string(),
+                reason,
+            };
+            let chain = CertificateDer::pem_file_iter(auth.cert)
+                .map_err(|e| err(format!("the certificate: {e}")))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| err(format!("the certificate: {e}")))?;
+            if chain.is_empty() {
+                return Err(err("no certificate found in the certificate file".into()));
+            }
+            let key =
+                PrivateKeyDer::from_pem_file(auth.key).map_err(|e| err(format!("the key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| err(e.to_string()))?
+        }
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
