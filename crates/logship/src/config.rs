@@ -234,6 +234,11 @@ pub struct Cli {
     #[arg(long, env = "LOGSHIP_SYSLOG_FACILITY", default_value = "user")]
     pub syslog_facility: String,
 
+    /// Syslog SD-ID the labels go under: name@IANA-enterprise-number (32473 is the
+    /// documentation number; set your organisation's).
+    #[arg(long, env = "LOGSHIP_SYSLOG_SD_ID", default_value = "podkit@32473")]
+    pub syslog_sd_id: String,
+
     /// Syslog APP-NAME (default: the container label, else logship).
     #[arg(long, env = "LOGSHIP_SYSLOG_APP_NAME")]
     pub syslog_app_name: Option<String>,
@@ -412,6 +417,12 @@ fn net_settings(
     };
     let retry_initial = nonzero("retry-backoff", &cli.retry_backoff)?;
     let retry_max = nonzero("retry-max-backoff", &cli.retry_max_backoff)?;
+    if retry_max > Duration::from_secs(3600) {
+        return Err(e(format!(
+            "--retry-max-backoff {}: at most 1h; a longer wait only hides an outage",
+            cli.retry_max_backoff
+        )));
+    }
     if retry_max < retry_initial {
         return Err(e(format!(
             "--retry-max-backoff {} is below --retry-backoff {}; raise it",
@@ -425,7 +436,27 @@ fn net_settings(
             let value = http::HeaderValue::from_str(v.trim()).ok()?;
             Some((name, value))
         });
+        const RESERVED: [&str; 5] = [
+            "content-type",
+            "content-encoding",
+            "content-length",
+            "transfer-encoding",
+            "host",
+        ];
         match parsed {
+            Some((name, _)) if RESERVED.contains(&name.as_str()) => {
+                return Err(e(format!(
+                    "--header {h:?}: logship sets {name} itself; leave it out"
+                )))
+            }
+            Some((name, _))
+                if name == http::header::AUTHORIZATION
+                    && (cli.basic_auth_file.is_some() || cli.bearer_token_file.is_some()) =>
+            {
+                return Err(e(format!(
+                    "--header {h:?}: Authorization comes from the credential file; give one or the other"
+                )))
+            }
             Some(pair) => headers.push(pair),
             None => {
                 return Err(e(format!(
@@ -527,6 +558,20 @@ fn net_settings(
             facility,
             app_name,
             hostname,
+            sd_id: {
+                let id = cli.syslog_sd_id.trim();
+                let valid = !id.is_empty()
+                    && id.len() <= 32
+                    && id
+                        .chars()
+                        .all(|c| c.is_ascii_graphic() && !matches!(c, '=' | ']' | '"' | ' '));
+                if !valid {
+                    return Err(e(format!(
+                        "--syslog-sd-id {id:?}: give name@enterprise-number, at most 32 printable characters without = ] \" or spaces"
+                    )));
+                }
+                id.to_string()
+            },
         },
         labels: labels.to_vec(),
     })

@@ -267,8 +267,16 @@ fn https_with_mutual_tls_basic_auth_and_no_compression() {
     assert_eq!(rx.requests().len(), before);
     g.signal("TERM");
     let (code, _, _) = g.finish(LIMIT);
-    // The drain cannot finish while the sink is down: exit 1, positions not advanced.
+    // The drain cannot finish while the sink is down: exit 1, and the saved position of the
+    // file is still 0, so a restart ships every line again.
     assert_eq!(code, Some(1), "{}", s2.stderr());
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s2.logs().join(".logship/checkpoints.json")).expect("checkpoints"),
+    )
+    .expect("JSON");
+    let files = saved["files"].as_array().expect("files");
+    assert!(!files.is_empty(), "{saved}");
+    assert!(files.iter().all(|f| f["offset"] == 0), "{saved}");
 }
 
 #[test]
@@ -391,9 +399,14 @@ fn while_a_sink_is_down_reading_pauses_and_memory_stays_flat() {
     // Reading stops at the in-flight bound: 4 queued + 4 in flight + 2 at the edges, 1 MiB each.
     let read = eventually("reading to pause", LIMIT, || {
         let a = sample(&metrics(admin), "logship_read_bytes_total", &[]);
-        std::thread::sleep(Duration::from_millis(500));
-        let b = sample(&metrics(admin), "logship_read_bytes_total", &[]);
-        (a > 0.0 && a == b).then_some(b)
+        let same = (0..3).all(|_| {
+            std::thread::sleep(Duration::from_millis(400));
+            sample(&metrics(admin), "logship_read_bytes_total", &[]) == a
+        });
+        let m = metrics(admin);
+        // Paused because the sink holds its bound, not because the reader is slow.
+        let full = sample(&m, "logship_sink_in_flight_batches", &[]) >= 4.0;
+        (a > 0.0 && same && full).then_some(a)
     });
     assert!(
         read < 14.0 * 1024.0 * 1024.0,
@@ -481,6 +494,9 @@ fn a_refused_batch_goes_to_the_dead_letter_file_and_shipping_goes_on() {
 fn loki_push_groups_by_label_set_with_the_tenant_header() {
     let s = Scene::new();
     let rx = Receiver::start(|_| Reply::status(204));
+    // The same line five times in one write: Loki would drop an entry with the same stream,
+    // timestamp and line, so each needs its own timestamp.
+    append(&s.log("app.log"), &"}\n".repeat(5));
     append(&s.log("app.log"), &seq_lines(1, 300));
     let start = batch_now();
     let mut cmd = logship_to(
@@ -524,6 +540,19 @@ fn loki_push_groups_by_label_set_with_the_tenant_header() {
             assert!(ns >= start && ns <= batch_now(), "{ns}");
         }
     }
+    let mut stamps = HashSet::new();
+    let mut braces = 0;
+    for r in rx.requests() {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
+        for pair in v["streams"][0]["values"].as_array().expect("values") {
+            assert!(
+                stamps.insert(pair[0].as_str().expect("ts").to_string()),
+                "{pair}"
+            );
+            braces += usize::from(pair[1] == "}");
+        }
+    }
+    assert_eq!(braces, 5);
     g.signal("TERM");
     assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
 
@@ -792,6 +821,10 @@ fn otlp_protobuf_decoded_with_the_official_definitions_and_partial_success() {
             .header("content-type", "application/json")
             .body("{}")
     });
+    // The first answer: a partial success in OTLP/JSON, its int64 count as a string.
+    rx.script([Reply::status(200)
+        .header("content-type", "application/json")
+        .body(r#"{"partialSuccess":{"rejectedLogRecords":"3","errorMessage":"3 too old"}}"#)]);
     append(&s.log("app.log"), &seq_lines(1, 20));
     let mut cmd = logship_to(&s, &rx.url("otlp", ""), &["--otlp-encoding", "json"]);
     cmd.env("POD_NAME", "web-1");
@@ -818,6 +851,9 @@ fn otlp_protobuf_decoded_with_the_official_definitions_and_partial_success() {
     assert!(rec["observedTimeUnixNano"]
         .as_str()
         .is_some_and(|t| t.parse::<u64>().is_ok()));
+    eventually("the JSON partial success logged", LIMIT, || {
+        s.stderr().contains("dropped 3 of").then_some(())
+    });
     g.signal("TERM");
     assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
 }

@@ -84,6 +84,18 @@ pub struct Cli {
     #[arg(long, env = "PODPROXY_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: String,
 
+    /// The longest a request may take from its head to the last byte of its answer (408 if the
+    /// client is still sending, 504 if the upstream has not answered; a streaming answer is cut).
+    /// 0 turns it off (long-lived gRPC streams); upgraded connections are not bound by it.
+    #[arg(long, env = "PODPROXY_REQUEST_TIMEOUT", default_value = "300s")]
+    pub request_timeout: String,
+
+    /// A client connection with no request in flight and no byte moved for this long is closed
+    /// (keep-alive and upgraded connections alike).
+    #[arg(long, env = "PODPROXY_IDLE_TIMEOUT", default_value = "60s")]
+    pub idle_timeout: String,
+
+    /// The longest wait for a TCP connection to an upstream (502 after it).
     #[arg(long, env = "PODPROXY_UPSTREAM_CONNECT_TIMEOUT", default_value = "2s")]
     pub upstream_connect_timeout: String,
 
@@ -144,6 +156,9 @@ pub struct Config {
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
     pub header_read_timeout: Duration,
+    /// None when turned off (0).
+    pub request_timeout: Option<Duration>,
+    pub idle_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
     pub upstream_idle_timeout: Duration,
@@ -206,6 +221,12 @@ impl Config {
             drain_delay,
             drain_timeout: duration("drain-timeout", &cli.drain_timeout)?,
             header_read_timeout: duration("header-read-timeout", &cli.header_read_timeout)?,
+            request_timeout: Some(
+                parse_duration(&cli.request_timeout)
+                    .map_err(|x| e(format!("--request-timeout: {x}")))?,
+            )
+            .filter(|d| !d.is_zero()),
+            idle_timeout: duration("idle-timeout", &cli.idle_timeout)?,
             upstream_connect_timeout: duration(
                 "upstream-connect-timeout",
                 &cli.upstream_connect_timeout,

@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod config;
+pub mod conn;
 pub mod forward;
 pub mod health;
 pub mod metrics;
@@ -80,6 +81,8 @@ pub async fn run(
         access_log,
         metrics,
         upstream_response_timeout: config.upstream_response_timeout,
+        request_timeout: config.request_timeout,
+        idle_timeout: config.idle_timeout,
         max_body_bytes: config.max_body_bytes,
     });
     let addrs: Vec<String> = listeners
@@ -104,6 +107,7 @@ pub async fn run(
     let (stop_accepting, stop_trigger) = Shutdown::new();
     let limits = server::Limits {
         header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
         max_header_bytes: config.max_header_bytes,
         max_connections: config.max_connections,
     };

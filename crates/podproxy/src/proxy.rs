@@ -4,9 +4,10 @@
 //! (WebSocket) through once the upstream has answered 101, and log the request.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::{AccessLog, Entry};
+use crate::conn::{Activity, ClientConn, InFlight};
 use crate::forward;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
@@ -35,6 +37,10 @@ pub struct Proxy {
     /// Per route (same order as `routes`), then one for requests no route took.
     pub route_metrics: Vec<RouteMetrics>,
     pub upstream_response_timeout: Duration,
+    /// `--request-timeout`, None when off.
+    pub request_timeout: Option<Duration>,
+    /// `--idle-timeout`, which also bounds a quiet upgraded connection.
+    pub idle_timeout: Duration,
     pub max_body_bytes: u64,
 }
 
@@ -52,6 +58,8 @@ struct Seen {
     user_agent: Option<String>,
     referer: Option<String>,
     bytes_in: Arc<AtomicU64>,
+    /// Set once the request body has been read to its end.
+    request_ended: Arc<AtomicBool>,
     /// The route taken (its position), once known.
     route: Option<usize>,
 }
@@ -59,10 +67,13 @@ struct Seen {
 impl Proxy {
     pub async fn handle(
         self: Arc<Self>,
-        client: SocketAddr,
-        tls: bool,
+        conn: Arc<ClientConn>,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, Infallible> {
+        // Counted for every request, in order, so the mark lands on the right one.
+        let conflicting = conn.framing.next_is_conflicting();
+        let in_flight = InFlight::new(&conn.activity);
+        let (client, tls) = (conn.peer, conn.tls);
         let header = |name| {
             req.headers()
                 .get(name)
@@ -85,13 +96,35 @@ impl Proxy {
             user_agent: header(USER_AGENT),
             referer: header(REFERER),
             bytes_in: Arc::new(AtomicU64::new(0)),
+            request_ended: Arc::new(AtomicBool::new(req.body().is_end_stream())),
             route: None,
         };
-        let (resp, upstream, upstream_time) = match self.forward(client, tls, req, &mut seen).await
-        {
+        let deadline = self
+            .request_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        let forwarding = self.forward(client, tls, req, &mut seen, conflicting, &conn.activity);
+        let forwarded = match deadline {
+            None => forwarding.await,
+            Some(at) => match tokio::time::timeout_at(at, forwarding).await {
+                Ok(done) => done,
+                // Whoever is slow gets the blame: the client still sending (408) or the upstream
+                // not answering (504).
+                Err(_) if !seen.request_ended.load(Ordering::SeqCst) => Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request took longer than --request-timeout\n",
+                )),
+                Err(_) => Err((
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the request took longer than --request-timeout\n",
+                )),
+            },
+        };
+        let (resp, upstream, upstream_time) = match forwarded {
             Ok(done) => done,
             Err((status, why)) => (error_response(status, why), None, None),
         };
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let deadline = deadline.filter(|_| !switching);
         let metrics = seen
             .route
             .and_then(|i| self.route_metrics.get(i))
@@ -99,7 +132,9 @@ impl Proxy {
         if let Some(m) = metrics {
             m.request(resp.status().as_u16(), seen.start.elapsed());
         }
-        Ok(self.with_access_log(resp, seen, upstream, upstream_time))
+        let status = resp.status().as_u16();
+        let on_end = self.access_log_entry(seen, status, upstream, upstream_time);
+        Ok(finish_response(resp, in_flight, deadline, on_end))
     }
 
     #[allow(clippy::type_complexity)]
@@ -109,8 +144,18 @@ impl Proxy {
         tls: bool,
         mut req: Request<Incoming>,
         seen: &mut Seen,
+        conflicting: bool,
+        activity: &Arc<Activity>,
     ) -> Result<(Response<Body>, Option<String>, Option<Duration>), (StatusCode, &'static str)>
     {
+        if conflicting {
+            // Seen on the wire by the connection's framing sniffer (see crate::conn): refused,
+            // and hyper closes the connection after the answer.
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "both Transfer-Encoding and Content-Length\n",
+            ));
+        }
         if req.method() == Method::CONNECT {
             return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n"));
         }
@@ -203,7 +248,12 @@ impl Proxy {
                 parts.headers.insert(HOST, h);
             }
         }
-        let limited = LimitedBody::new(body, self.max_body_bytes, Arc::clone(&seen.bytes_in));
+        let limited = LimitedBody::new(
+            body,
+            self.max_body_bytes,
+            Arc::clone(&seen.bytes_in),
+            Arc::clone(&seen.request_ended),
+        );
         let upstream_req = Request::from_parts(parts, limited.boxed());
 
         let sent = Instant::now();
@@ -242,13 +292,17 @@ impl Proxy {
         if switching {
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut response);
+                let (activity, idle) = (Arc::clone(activity), self.idle_timeout);
                 tokio::spawn(async move {
                     if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(c),
-                            &mut TokioIo::new(u),
-                        )
-                        .await;
+                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                        // The client side still counts its bytes on the connection's activity.
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                            _ = activity.idle(idle) => {
+                                tracing::debug!("closing an upgraded connection idle for {}", podkit_runtime::units::format_duration(idle));
+                            }
+                        }
                     }
                 });
             }
@@ -266,44 +320,38 @@ impl Proxy {
         ))
     }
 
-    fn with_access_log(
+    /// What the access log writes once the response is done (None when it is off).
+    fn access_log_entry(
         &self,
-        resp: Response<Body>,
         seen: Seen,
+        status: u16,
         upstream: Option<String>,
         upstream_time: Option<Duration>,
-    ) -> Response<Body> {
+    ) -> Option<OnEnd> {
         if !self.access_log.enabled() {
-            return resp;
+            return None;
         }
-        let status = resp.status().as_u16();
         let log = self.access_log.clone();
-        let (parts, body) = resp.into_parts();
-        let counted = CountingBody {
-            inner: body,
-            bytes: 0,
-            on_end: Some(Box::new(move |bytes_out| {
-                log.log(&Entry {
-                    start_nanos: seen.start_nanos,
-                    client: seen.client.ip().to_string(),
-                    method: seen.method,
-                    path: seen.path,
-                    query: seen.query,
-                    protocol: seen.protocol,
-                    status,
-                    bytes_in: seen.bytes_in.load(Ordering::Relaxed),
-                    bytes_out,
-                    duration: seen.start.elapsed(),
-                    upstream,
-                    upstream_time,
-                    request_id: seen.request_id,
-                    host: seen.host,
-                    user_agent: seen.user_agent,
-                    referer: seen.referer,
-                })
-            })),
-        };
-        Response::from_parts(parts, counted.boxed())
+        Some(Box::new(move |bytes_out| {
+            log.log(&Entry {
+                start_nanos: seen.start_nanos,
+                client: seen.client.ip().to_string(),
+                method: seen.method,
+                path: seen.path,
+                query: seen.query,
+                protocol: seen.protocol,
+                status,
+                bytes_in: seen.bytes_in.load(Ordering::Relaxed),
+                bytes_out,
+                duration: seen.start.elapsed(),
+                upstream,
+                upstream_time,
+                request_id: seen.request_id,
+                host: seen.host,
+                user_agent: seen.user_agent,
+                referer: seen.referer,
+            })
+        }))
     }
 }
 
@@ -326,19 +374,26 @@ fn error_response(status: StatusCode, why: &'static str) -> Response<Body> {
 #[error("request body larger than --max-body-bytes")]
 pub struct BodyTooLarge;
 
-/// A request body that fails once more than `max` bytes have passed.
+/// A request body that fails once more than `max` bytes have passed, and says when it ended.
 struct LimitedBody {
     inner: Incoming,
     left: u64,
     passed: Arc<AtomicU64>,
+    ended: Arc<AtomicBool>,
 }
 
 impl LimitedBody {
-    fn new(inner: Incoming, max: u64, passed: Arc<AtomicU64>) -> LimitedBody {
+    fn new(
+        inner: Incoming,
+        max: u64,
+        passed: Arc<AtomicU64>,
+        ended: Arc<AtomicBool>,
+    ) -> LimitedBody {
         LimitedBody {
             inner,
             left: max,
             passed,
+            ended,
         }
     }
 }
@@ -364,7 +419,11 @@ impl hyper::body::Body for LimitedBody {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            other => other.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            Poll::Ready(None) => {
+                self.ended.store(true, Ordering::SeqCst);
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -377,16 +436,43 @@ impl hyper::body::Body for LimitedBody {
     }
 }
 
+/// The error a response body cut by `--request-timeout` ends with.
+#[derive(Debug, thiserror::Error)]
+#[error("the response took longer than --request-timeout")]
+pub struct ResponseTimedOut;
+
 type OnEnd = Box<dyn FnOnce(u64) + Send + Sync>;
 
-/// A response body that counts what it passes and reports once, when finished or dropped.
-struct CountingBody {
+/// The response as sent to the client, in one wrapper: it holds the request's place in the
+/// connection's in-flight count until the body is done, cuts the body at the request deadline,
+/// and counts the bytes for the access log, which it writes once, when the body ends or is
+/// dropped.
+fn finish_response(
+    resp: Response<Body>,
+    in_flight: InFlight,
+    deadline: Option<tokio::time::Instant>,
+    on_end: Option<OnEnd>,
+) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let wrapped = ResponseBody {
+        inner: body,
+        bytes: 0,
+        on_end,
+        _in_flight: in_flight,
+        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+    };
+    Response::from_parts(parts, wrapped.boxed())
+}
+
+struct ResponseBody {
     inner: Body,
     bytes: u64,
     on_end: Option<OnEnd>,
+    _in_flight: InFlight,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl hyper::body::Body for CountingBody {
+impl hyper::body::Body for ResponseBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -402,7 +488,16 @@ impl hyper::body::Body for CountingBody {
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if let Some(d) = self.deadline.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        self.deadline = None;
+                        tracing::debug!("cutting a response at --request-timeout");
+                        self.finish();
+                        return Poll::Ready(Some(Err(Box::new(ResponseTimedOut))));
+                    }
+                }
+            }
         }
         polled
     }
@@ -416,7 +511,7 @@ impl hyper::body::Body for CountingBody {
     }
 }
 
-impl CountingBody {
+impl ResponseBody {
     fn finish(&mut self) {
         if let Some(f) = self.on_end.take() {
             f(self.bytes);
@@ -424,7 +519,7 @@ impl CountingBody {
     }
 }
 
-impl Drop for CountingBody {
+impl Drop for ResponseBody {
     fn drop(&mut self) {
         self.finish();
     }

@@ -16,6 +16,7 @@ use podkit_runtime::Shutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::conn::{Activity, ClientConn, ClientIo, Framing};
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 
@@ -23,6 +24,7 @@ use crate::upstream::BoxError;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_connections: usize,
 }
@@ -85,11 +87,19 @@ pub async fn serve(
                 let metrics = Arc::clone(&proxy.metrics);
                 metrics.open_connections.inc();
                 let proxy = Arc::clone(&proxy);
-                let is_tls = tls.is_some();
-                let service = service_fn(move |req| Arc::clone(&proxy).handle(peer, is_tls, req));
+                let activity = Activity::new();
+                let framing = Arc::new(Framing::default());
+                let client = Arc::new(ClientConn {
+                    peer,
+                    tls: tls.is_some(),
+                    activity: Arc::clone(&activity),
+                    framing: Arc::clone(&framing),
+                });
+                let service = service_fn(move |req| Arc::clone(&proxy).handle(Arc::clone(&client), req));
                 let conn: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>> = match &tls {
                     None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                        let io = ClientIo::new(stream, Arc::clone(&activity), framing);
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
                         Box::pin(graceful.watch(conn))
                     }
                     Some(acceptor) => {
@@ -97,15 +107,25 @@ pub async fn serve(
                         let accepting = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
                         let builder = builder.clone();
                         let watcher = graceful.watcher();
+                        let activity = Arc::clone(&activity);
                         Box::pin(async move {
                             let stream = accepting.await.map_err(|_| -> BoxError { "TLS handshake timed out".into() })??;
-                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                            let io = ClientIo::new(stream, activity, framing);
+                            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
                             watcher.watch(conn).await
                         })
                     }
                 };
+                let idle = limits.idle_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let ended = tokio::select! {
+                        ended = conn => ended,
+                        _ = activity.idle(idle) => {
+                            tracing::debug!(client = %peer, "closing a connection idle for {}", podkit_runtime::units::format_duration(idle));
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = ended {
                         tracing::debug!(client = %peer, error = %e, "connection ended with an error");
                     }
                     metrics.open_connections.dec();

@@ -26,9 +26,56 @@ fn free_port() -> u16 {
 struct Upstream {
     addr: SocketAddr,
     _rt: tokio::runtime::Runtime,
+    served: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-async fn upstream_handler(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+type TestBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// A body that sends `tick\n` every 200ms, `left` times.
+struct Drip {
+    left: u32,
+    tick: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl hyper::body::Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::future::Future;
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        if self.tick.as_mut().poll(cx).is_pending() {
+            return std::task::Poll::Pending;
+        }
+        self.left -= 1;
+        let next = tokio::time::Instant::now() + Duration::from_millis(200);
+        self.tick.as_mut().reset(next);
+        std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(Bytes::from_static(
+            b"tick\n",
+        )))))
+    }
+}
+
+async fn upstream_handler(req: Request<Incoming>) -> Result<Response<TestBody>, Infallible> {
+    if req.uri().path() == "/drip" {
+        // 25 ticks, 5 seconds: a streaming answer.
+        return Ok(Response::new(
+            Drip {
+                left: 25,
+                tick: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            }
+            .boxed(),
+        ));
+    }
+    upstream_answer(req).await.map(|r| r.map(|b| b.boxed()))
+}
+
+async fn upstream_answer(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
     if path == "/big" {
         // 192 MiB in one response: podproxy must stream it, not hold it.
@@ -94,24 +141,39 @@ impl Upstream {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&served);
         rt.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let counter = std::sync::Arc::clone(&counter);
                 tokio::spawn(async move {
                     let builder =
                         hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     let _ = builder
                         .serve_connection_with_upgrades(
                             TokioIo::new(stream),
-                            hyper::service::service_fn(upstream_handler),
+                            hyper::service::service_fn(move |req| {
+                                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                upstream_handler(req)
+                            }),
                         )
                         .await;
                 });
             }
         });
-        Upstream { addr, _rt: rt }
+        Upstream {
+            addr,
+            _rt: rt,
+            served,
+        }
+    }
+
+    /// Requests the upstream has been asked so far.
+    fn requests(&self) -> usize {
+        self.served.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -304,17 +366,37 @@ fn smuggling_absolute_form_and_limits_are_refused() {
         &[format!("/=http://{}", up.addr)],
         &["--max-body-bytes", "1KiB", "--max-header-bytes", "8KiB"],
     );
-    // Both framings: hyper lets Transfer-Encoding win, drops Content-Length and closes the
-    // connection after answering (RFC 9112 6.3); the upstream never sees both.
-    let both = raw(p.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
-    assert!(
-        both.contains("body-bytes=0") && !both.contains("content-length=4"),
-        "{both}"
+    // Both framings, in either order: refused with 400, the connection closed, the upstream
+    // never asked. On a kept-alive connection the request before it is served as usual (the
+    // framing sniffer follows each body to the next head).
+    for both in [
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut pipelined =
+            b"POST /first HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi".to_vec();
+        pipelined.extend_from_slice(both);
+        let before = up.requests();
+        let answers = raw(p.port, &pipelined);
+        let statuses: Vec<&str> = answers
+            .lines()
+            .filter(|l| l.starts_with("HTTP/1.1 "))
+            .collect();
+        assert_eq!(
+            statuses,
+            vec!["HTTP/1.1 200 OK", "HTTP/1.1 200 OK", "HTTP/1.1 400 Bad Request"],
+            "{answers}"
+        );
+        assert!(answers.contains("both Transfer-Encoding and Content-Length"), "{answers}");
+        assert!(answers.to_ascii_lowercase().contains("connection: close"), "{answers}");
+        assert_eq!(up.requests() - before, 2, "the upstream saw only the two good requests");
+    }
+    // obs-fold (a header line continued on the next, RFC 9112 5.2) is refused by the parser.
+    let folded = raw(
+        p.port,
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: one\r\n two\r\nConnection: close\r\n\r\n",
     );
-    assert!(
-        both.to_ascii_lowercase().contains("connection: close"),
-        "{both}"
-    );
+    assert_eq!(status(&folded), 400, "{folded}");
     let twice = raw(p.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcd");
     assert_eq!(status(&twice), 400, "{twice}");
     let absolute = raw(
@@ -337,6 +419,93 @@ fn smuggling_absolute_form_and_limits_are_refused() {
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
     );
     assert!(ok.contains("body-bytes=4"), "{ok}");
+}
+
+#[test]
+fn the_request_timeout_blames_the_slow_side_and_cuts_a_stream() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &[
+            "--request-timeout",
+            "1s",
+            "--upstream-response-timeout",
+            "20s",
+        ],
+    );
+    // The upstream is slow to answer: 504 at the request deadline, not the upstream's.
+    let t = Instant::now();
+    assert_eq!(status(&get(p.port, "/slow")), 504);
+    assert!(
+        t.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        t.elapsed()
+    );
+    // The client is slow to send its body: 408.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
+        .expect("write");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert_eq!(status(&String::from_utf8_lossy(&out)), 408);
+    // A streaming answer is cut at the deadline: the chunked body never gets its last chunk.
+    let t = Instant::now();
+    let dripped = get(p.port, "/drip");
+    assert_eq!(status(&dripped), 200);
+    assert!(
+        t.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(dripped.contains("tick"), "{dripped}");
+    assert!(!dripped.ends_with("0\r\n\r\n"), "{dripped}");
+    // Turned off, the stream runs to its end.
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--request-timeout", "0"],
+    );
+    let whole = get(p.port, "/drip");
+    assert_eq!(whole.matches("tick").count(), 25, "{whole}");
+}
+
+#[test]
+fn idle_client_connections_are_closed() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--idle-timeout", "1s"],
+    );
+    // A kept-alive connection after its request.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let t = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let waited = t.elapsed();
+    assert_eq!(status(&String::from_utf8_lossy(&out)), 200);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}"
+    );
+    // A request in flight longer than the idle timeout is not idle: /drip streams for 5s with
+    // a byte every 200ms, /slow is silent for 3s while the request is in flight.
+    assert_eq!(get(p.port, "/drip").matches("tick").count(), 25);
+    assert_eq!(status(&get(p.port, "/slow")), 200);
+    // An upgraded connection that goes quiet is closed too.
+    let mut ws = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    .expect("write");
+    ws.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let t = Instant::now();
+    let mut out = Vec::new();
+    let _ = ws.read_to_end(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 101"));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
 }
 
 #[test]

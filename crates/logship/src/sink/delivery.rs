@@ -65,6 +65,8 @@ pub struct SyslogSettings {
     pub facility: u8,
     pub app_name: String,
     pub hostname: String,
+    /// The SD-ID the labels go under (`name@enterprise-number`).
+    pub sd_id: String,
 }
 
 /// Why an attempt failed; the `reason` label of `logship_sink_failures`.
@@ -76,6 +78,11 @@ pub enum Failure {
     Timeout,
     /// An answer with a status worth retrying (408, 429, 5xx but 501 and 505).
     Status(u16, Option<Duration>),
+    /// A redirect (to the location given): the sink's URL is not the endpoint. Retried, and
+    /// logged, so that fixing the URL loses nothing.
+    Redirect(u16, String),
+    /// A 2xx answer that does not say what was taken.
+    BadAnswer(String),
 }
 
 impl Failure {
@@ -84,7 +91,10 @@ impl Failure {
             Failure::Connect(_) => "connect",
             Failure::Timeout => "timeout",
             Failure::Status(429, _) => "status_429",
+            Failure::Status(408, _) => "status_408",
             Failure::Status(_, _) => "status_5xx",
+            Failure::Redirect(_, _) => "redirect",
+            Failure::BadAnswer(_) => "bad_answer",
         }
     }
 }
@@ -95,6 +105,11 @@ impl std::fmt::Display for Failure {
             Failure::Connect(e) => write!(f, "connection failed: {e}"),
             Failure::Timeout => write!(f, "no answer within --request-timeout"),
             Failure::Status(s, _) => write!(f, "answered {s}"),
+            Failure::Redirect(s, to) => write!(
+                f,
+                "answered {s}, a redirect to {to}; point --sink at the final URL"
+            ),
+            Failure::BadAnswer(why) => write!(f, "answered 2xx, but {why}"),
         }
     }
 }
@@ -143,9 +158,10 @@ impl Backoff {
     /// which wins over the computed delay.
     pub fn delay(&mut self, server: Option<Duration>) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(self.max);
+        self.next = self.next.saturating_mul(2).min(self.max);
         if let Some(d) = server {
-            return d;
+            // Never sooner than the first backoff step: `Retry-After: 0` must not spin.
+            return d.max(self.initial);
         }
         let half = base / 2;
         half + half.mul_f64(rand::rng().random_range(0.0..=1.0))
@@ -313,6 +329,9 @@ struct HealthInner {
     up: Vec<AtomicBool>,
     running: AtomicBool,
     readiness: Readiness,
+    /// Held while readiness is computed and stored, so two sinks changing at once cannot leave a
+    /// stale answer.
+    update: Mutex<()>,
 }
 
 impl Health {
@@ -322,6 +341,7 @@ impl Health {
                 up: (0..sinks).map(|_| AtomicBool::new(true)).collect(),
                 running: AtomicBool::new(false),
                 readiness,
+                update: Mutex::new(()),
             }),
         }
     }
@@ -339,6 +359,11 @@ impl Health {
     }
 
     fn update(&self) {
+        let _serial = self
+            .inner
+            .update
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let all_up = self.inner.up.iter().all(|u| u.load(Ordering::SeqCst));
         self.inner
             .readiness
@@ -374,6 +399,8 @@ impl HealthSlot {
 #[derive(Debug, Clone)]
 pub struct SinkStats {
     pub name: String,
+    /// Counts every reachability verdict, so a probe can tell a delivery spoke after it began.
+    contacts: Arc<AtomicUsize>,
     label: SinkLabel,
     metrics: Arc<Metrics>,
     health: HealthSlot,
@@ -386,6 +413,7 @@ impl SinkStats {
         };
         let s = SinkStats {
             name: name.to_string(),
+            contacts: Arc::new(AtomicUsize::new(0)),
             label,
             metrics,
             health,
@@ -397,12 +425,11 @@ impl SinkStats {
     }
 
     pub fn set_up(&self, up: bool) {
-        if up != self.health.is_up() {
-            if up {
-                tracing::info!(sink = %self.name, "sink {}: reachable", self.name);
-            }
-            self.health.set_up(up);
+        if up && !self.health.is_up() {
+            tracing::info!(sink = %self.name, "sink {}: reachable", self.name);
         }
+        self.health.set_up(up);
+        self.contacts.fetch_add(1, Ordering::SeqCst);
         self.metrics
             .sinks
             .up
@@ -463,9 +490,10 @@ impl SinkStats {
 /// The delay between reachability probes while a sink is idle and down.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Finds out whether a sink's receiver is reachable while no delivery says so: once at start,
-/// then every [`PROBE_INTERVAL`] while the sink is down and idle (deliveries in flight report for
-/// themselves). The probe is a TCP connect to `addr`.
+/// Finds out whether a sink's receiver is reachable while no delivery says so: at start, every
+/// [`PROBE_INTERVAL`] while the sink is down and idle, and every 5 intervals while it is up and
+/// idle (deliveries in flight report for themselves, and a delivery that answered while the
+/// probe ran wins over it). The probe is a TCP connect to `addr`.
 pub fn spawn_probe(
     stats: SinkStats,
     addr: (String, u16),
@@ -474,8 +502,12 @@ pub fn spawn_probe(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut first = true;
+        let mut round = 0u64;
         loop {
-            if (first || !stats.is_up()) && in_flight.load(Ordering::SeqCst) == 0 {
+            round += 1;
+            let due = first || !stats.is_up() || round.is_multiple_of(5);
+            if due && in_flight.load(Ordering::SeqCst) == 0 {
+                let contacts = stats.contacts.load(Ordering::SeqCst);
                 let connect = tokio::net::TcpStream::connect((addr.0.as_str(), addr.1));
                 let result = match tokio::time::timeout(timeout, connect).await {
                     Ok(Ok(_)) => Ok(()),
@@ -485,11 +517,15 @@ pub fn spawn_probe(
                         podkit_runtime::units::format_duration(timeout)
                     )),
                 };
-                if in_flight.load(Ordering::SeqCst) == 0 {
+                let spoke = stats.contacts.load(Ordering::SeqCst) != contacts;
+                if in_flight.load(Ordering::SeqCst) == 0 && !spoke {
                     if let (true, Err(e)) = (first, &result) {
                         tracing::warn!(sink = %stats.name, error = %e,
                             "sink {}: cannot reach {}:{} ({e}); logship reads on up to its in-flight bound and ships once the receiver answers",
                             stats.name, addr.0, addr.1);
+                    }
+                    if let (false, Err(e), true) = (first, &result, stats.is_up()) {
+                        tracing::warn!(sink = %stats.name, error = %e, "sink {}: cannot reach {}:{} ({e})", stats.name, addr.0, addr.1);
                     }
                     stats.set_up(result.is_ok());
                 }

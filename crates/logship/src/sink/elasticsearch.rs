@@ -84,7 +84,7 @@ impl Protocol for Elasticsearch {
             });
         }
         Payload {
-            body,
+            body: body.into(),
             items,
             events: batch.len(),
         }
@@ -94,8 +94,9 @@ impl Protocol for Elasticsearch {
         let parsed: BulkAnswer = match serde_json::from_slice(&answer.body) {
             Ok(a) => a,
             Err(e) => {
-                tracing::warn!("elasticsearch: the bulk answer is not the documented JSON ({e}); taking the 2xx status as success");
-                return Verdict::Accepted;
+                return Verdict::Unreadable(format!(
+                    "the bulk answer is not the documented JSON ({e})"
+                ))
             }
         };
         if !parsed.errors {
@@ -103,15 +104,21 @@ impl Protocol for Elasticsearch {
         }
         let mut retry = Vec::new();
         let mut rejected = Vec::new();
-        for (i, item) in parsed.items.iter().enumerate().take(payload.items.len()) {
-            // Each item is {"<action>": {"status": ..., "error": {...}}}.
-            let Some(result) = item.values().next() else {
+        for i in 0..payload.items.len() {
+            // Each item is {"<action>": {"status": ..., "error": {...}}}; an item the answer
+            // leaves out, or one without a status, is not known to be taken: sent again.
+            let result = parsed.items.get(i).and_then(|item| item.values().next());
+            let Some(status) = result
+                .and_then(|r| r.get("status"))
+                .and_then(serde_json::Value::as_u64)
+                .and_then(|s| u16::try_from(s).ok())
+            else {
+                retry.push(i);
                 continue;
             };
-            let status = result
-                .get("status")
-                .and_then(serde_json::Value::as_u64)
-                .unwrap_or(200) as u16;
+            let Some(result) = result else {
+                continue;
+            };
             if status < 300 {
                 continue;
             }
@@ -177,6 +184,27 @@ mod tests {
                 rejected: vec![(2, 400, "mapper_parsing_exception: bad field".into())]
             }
         );
+        // Items the answer leaves out, or without a status, are sent again.
+        let short = Answer {
+            status: hyper::StatusCode::OK,
+            headers: Default::default(),
+            body: bytes::Bytes::from_static(
+                br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{}}]}"#,
+            ),
+        };
+        assert_eq!(
+            es.verdict(&short, &p),
+            Verdict::Items {
+                retry: vec![1, 2],
+                rejected: vec![]
+            }
+        );
+        let html = Answer {
+            status: hyper::StatusCode::OK,
+            headers: Default::default(),
+            body: bytes::Bytes::from_static(b"<html>proxy</html>"),
+        };
+        assert!(matches!(es.verdict(&html, &p), Verdict::Unreadable(_)));
         let again = p.subset(&[1]);
         assert_eq!(again.events, 1);
         assert_eq!(again.items[0].event, 1);

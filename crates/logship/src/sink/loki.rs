@@ -12,6 +12,8 @@
 //! metadata either, which Loki refuses where it is disabled. `--loki-tenant` is sent as
 //! `X-Scope-OrgID`. Loki answers 204 on success, 429 when rate-limited, 400 for entries it refuses.
 
+use std::sync::{Mutex, PoisonError};
+
 use ::http::{HeaderName, HeaderValue};
 
 use super::delivery::NetSettings;
@@ -22,6 +24,10 @@ pub struct Loki {
     /// `{"streams":[{"stream":{...},"values":[` with the labels serialized once.
     head: Vec<u8>,
     tenant: Option<HeaderValue>,
+    /// The last timestamp given. Every line of a read chunk was read at the same instant, and
+    /// Loki drops an entry with the same stream, timestamp and line as one it has (a repeated
+    /// line such as `}` or a health-check log), so timestamps are made strictly increasing.
+    last: Mutex<i64>,
 }
 
 /// Whether `name` is a valid Loki (Prometheus) label name: `[a-zA-Z_][a-zA-Z0-9_]*`.
@@ -47,6 +53,7 @@ impl Loki {
         Loki {
             head,
             tenant: net.loki_tenant.clone(),
+            last: Mutex::new(0),
         }
     }
 }
@@ -67,19 +74,31 @@ impl Protocol for Loki {
         let mut body =
             Vec::with_capacity(self.head.len() + batch.bytes() * 5 / 4 + batch.len() * 64);
         body.extend_from_slice(&self.head);
-        for (i, e) in batch.events.iter().enumerate() {
+        // Batches may be encoded concurrently: the timestamps are handed out under the lock.
+        let stamps: Vec<i64> = {
+            let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            batch
+                .events
+                .iter()
+                .map(|e| {
+                    *last = (*last + 1).max(e.read_at);
+                    *last
+                })
+                .collect()
+        };
+        for (i, (e, ts)) in batch.events.iter().zip(stamps).enumerate() {
             if i > 0 {
                 body.push(b',');
             }
             body.extend_from_slice(b"[\"");
-            body.extend_from_slice(e.read_at.to_string().as_bytes());
+            body.extend_from_slice(ts.to_string().as_bytes());
             body.extend_from_slice(b"\",");
             write_json_str(&mut body, &batch.text(e));
             body.push(b']');
         }
         body.extend_from_slice(b"]}]}");
         Payload {
-            body,
+            body: body.into(),
             items: Vec::new(),
             events: batch.len(),
         }

@@ -142,10 +142,16 @@ impl Protocol for Otlp {
             OtlpEncoding::Json => serde_json::to_vec(&req).unwrap_or_default(),
         };
         Payload {
-            body,
+            body: body.into(),
             items: Vec::new(),
             events: batch.len(),
         }
+    }
+
+    /// OTLP/HTTP's retryable statuses ("Failures" in the OTLP specification): 429, 502, 503,
+    /// 504; every other error status is final.
+    fn retryable(&self, status: u16) -> bool {
+        matches!(status, 429 | 502 | 503 | 504)
     }
 
     fn verdict(&self, answer: &Answer, _payload: &Payload) -> Verdict {
@@ -158,29 +164,66 @@ impl Protocol for Otlp {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         let parsed = if json {
-            serde_json::from_slice::<ExportLogsServiceResponse>(&answer.body)
+            serde_json::from_slice::<JsonResponse>(&answer.body)
+                .map(|r| {
+                    r.partial_success
+                        .map(|p| (p.rejected_log_records.0, p.error_message))
+                })
                 .map_err(|e| e.to_string())
         } else {
-            ExportLogsServiceResponse::decode(answer.body.as_ref()).map_err(|e| e.to_string())
+            ExportLogsServiceResponse::decode(answer.body.as_ref())
+                .map(|r| {
+                    r.partial_success
+                        .map(|p| (p.rejected_log_records, p.error_message))
+                })
+                .map_err(|e| e.to_string())
         };
         match parsed {
-            Ok(ExportLogsServiceResponse {
-                partial_success: Some(p),
-            }) if p.rejected_log_records > 0 => Verdict::Dropped {
-                rejected: p.rejected_log_records as u64,
-                message: p.error_message,
+            Ok(Some((rejected, message))) if rejected > 0 => Verdict::Dropped {
+                rejected: rejected as u64,
+                message,
             },
-            Ok(ExportLogsServiceResponse {
-                partial_success: Some(p),
-            }) if !p.error_message.is_empty() => {
-                tracing::warn!(message = %p.error_message, "otlp: the receiver took every record and warns: {}", p.error_message);
+            Ok(Some((_, message))) if !message.is_empty() => {
+                tracing::warn!(message = %message, "otlp: the receiver took every record and warns: {message}");
                 Verdict::Accepted
             }
             Ok(_) => Verdict::Accepted,
+            // A 2xx is the specification's success; an unreadable body cannot take that back.
             Err(e) => {
                 tracing::warn!("otlp: the answer is not an ExportLogsServiceResponse ({e}); taking the 2xx status as success");
                 Verdict::Accepted
             }
+        }
+    }
+}
+
+/// An OTLP/JSON ExportLogsServiceResponse, read leniently: every field optional, and the
+/// 64-bit count as a JSON string (the protobuf JSON mapping) or a number.
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JsonResponse {
+    partial_success: Option<JsonPartialSuccess>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct JsonPartialSuccess {
+    rejected_log_records: Int64,
+    error_message: String,
+}
+
+#[derive(Default)]
+struct Int64(i64);
+
+impl<'de> serde::Deserialize<'de> for Int64 {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Int64, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Number(n) => Ok(Int64(n.as_i64().unwrap_or_default())),
+            serde_json::Value::String(s) => s
+                .parse()
+                .map(Int64)
+                .map_err(|_| serde::de::Error::custom("not an int64")),
+            _ => Ok(Int64(0)),
         }
     }
 }
@@ -205,7 +248,7 @@ mod tests {
         fields.insert("level".into(), "WARN".into());
         b.push(1, &path, b"hello", 6, 42, Some(Box::new(fields)));
         let p = otlp.encode(&b);
-        let req = ExportLogsServiceRequest::decode(p.body.as_slice()).expect("decodes");
+        let req = ExportLogsServiceRequest::decode(p.body.as_ref()).expect("decodes");
         let rl = &req.resource_logs[0];
         let attrs = &rl.resource.as_ref().expect("resource").attributes;
         assert_eq!(attrs[0].key, "k8s.pod.name");
@@ -219,5 +262,32 @@ mod tests {
         let rec = &v["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
         assert_eq!(rec["observedTimeUnixNano"], "42");
         assert_eq!(rec["body"]["stringValue"], "hello");
+        let answer = |body: &'static str| Answer {
+            status: hyper::StatusCode::OK,
+            headers: [(
+                ::http::header::CONTENT_TYPE,
+                ::http::HeaderValue::from_static("application/json"),
+            )]
+            .into_iter()
+            .collect(),
+            body: bytes::Bytes::from_static(body.as_bytes()),
+        };
+        for body in [
+            r#"{"partialSuccess":{"rejectedLogRecords":"2","errorMessage":"too big"}}"#,
+            r#"{"partialSuccess":{"rejectedLogRecords":2,"errorMessage":"too big"}}"#,
+        ] {
+            assert_eq!(
+                otlp.verdict(&answer(body), &p),
+                Verdict::Dropped {
+                    rejected: 2,
+                    message: "too big".into()
+                }
+            );
+        }
+        assert_eq!(
+            otlp.verdict(&answer(r#"{"partialSuccess":{}}"#), &p),
+            Verdict::Accepted
+        );
+        assert_eq!(otlp.verdict(&answer("{}"), &p), Verdict::Accepted);
     }
 }

@@ -5,9 +5,9 @@
 //! carry one (info otherwise); TIMESTAMP when logship read it, in UTC with microseconds (the
 //! most TIME-SECFRAC allows); HOSTNAME the pod (or node) from the Downward API, else the host
 //! name; APP-NAME `--syslog-app-name` (default: the container label, else `logship`); the labels
-//! and the file path as structured data under the SD-ID `podkit@32473` (32473 is the enterprise
-//! number RFC 5612 reserves for examples: an SD-ID with `@` is private by definition); MSG the
-//! message, multiline events included.
+//! and the file path as structured data under `--syslog-sd-id` (default `podkit@32473`; 32473 is
+//! the enterprise number RFC 5612 reserves for documentation, so operators with their own IANA
+//! enterprise number set theirs); MSG the message, multiline events included.
 //!
 //! On TCP and TLS every message is octet-counted (`LEN SP MSG`, RFC 6587 section 3.4.1, the
 //! framing RFC 5425 requires on TLS), so a message may hold newlines. One connection is kept and
@@ -158,7 +158,7 @@ impl SyslogSink {
         ctx: &SinkContext,
     ) -> Result<SyslogSink, SinkError> {
         let net = Arc::clone(&ctx.net);
-        let mut sd_head = String::from("[podkit@32473");
+        let mut sd_head = format!("[{}", net.syslog.sd_id);
         for (k, v) in &net.labels {
             sd_head.push(' ');
             sd_head.push_str(&sd_name(k));
@@ -268,7 +268,12 @@ impl SyslogSink {
             match result {
                 Ok(()) => {
                     self.stats.set_up(true);
-                    self.stats.sent(data.len(), batch.len());
+                    let bytes = if data.is_empty() {
+                        batch.bytes()
+                    } else {
+                        data.len()
+                    };
+                    self.stats.sent(bytes, batch.len());
                     return;
                 }
                 Err(failure) => {

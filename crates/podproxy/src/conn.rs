@@ -1,0 +1,418 @@
+//! What podproxy watches on each client connection, below hyper: activity, for `--idle-timeout`
+//! ([`Activity`]), and HTTP/1 request framing, to refuse requests that carry both
+//! Transfer-Encoding and Content-Length ([`Framing`]).
+//!
+//! hyper settles HTTP/1 framing before a request reaches podproxy: for a request with both
+//! headers it follows RFC 9112 section 6.3 (Transfer-Encoding wins, Content-Length is dropped,
+//! the connection is closed after the answer), so the request podproxy sees no longer shows the
+//! conflict. The RFC also lets a server reject such a request, which is what a proxy should do
+//! (it is the signature of request smuggling): [`ClientIo`] reads the request heads as they pass
+//! to hyper, with httparse (hyper's own head parser), follows each body's framing to find the
+//! next head, and marks the request by its number on the connection; the handler answers a
+//! marked request 400 and closes. Anything the sniffer cannot follow (HTTP/2, an upgrade, a head
+//! hyper itself will refuse) ends the sniffing for that connection; hyper's own checks remain.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the handler knows of the connection a request came on.
+#[derive(Debug)]
+pub struct ClientConn {
+    pub peer: std::net::SocketAddr,
+    pub tls: bool,
+    pub activity: Arc<Activity>,
+    pub framing: Arc<Framing>,
+}
+
+/// When a connection last moved a byte, and how many requests on it are in flight.
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+    pub in_flight: AtomicUsize,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+
+    /// Resolves once the connection has had no request in flight and moved no byte for `idle`.
+    pub async fn idle(&self, idle: Duration) {
+        loop {
+            let quiet = self.idle_for();
+            if quiet >= idle && self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            let wait = idle.saturating_sub(quiet).max(Duration::from_millis(100));
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// A request in flight on a connection; dropped when its response is done.
+pub struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    pub fn new(activity: &Arc<Activity>) -> InFlight {
+        activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        activity.touch();
+        InFlight(Arc::clone(activity))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The requests on one connection whose heads carried both Transfer-Encoding and
+/// Content-Length, by number (1 for the first request on the connection).
+#[derive(Debug, Default)]
+pub struct Framing {
+    /// The number of the marked request, 0 for none (sniffing stops at the first).
+    marked: AtomicU64,
+    /// Requests handed to the handler so far.
+    served: AtomicU64,
+}
+
+impl Framing {
+    /// Called by the handler for each request, in order: whether this one is marked.
+    pub fn next_is_conflicting(&self) -> bool {
+        let n = self.served.fetch_add(1, Ordering::SeqCst) + 1;
+        self.marked.load(Ordering::SeqCst) == n
+    }
+}
+
+/// Where the sniffer is in the byte stream.
+#[derive(Debug)]
+enum Phase {
+    Head,
+    /// Content-Length bytes left.
+    Body(u64),
+    ChunkSize,
+    ChunkExt,
+    ChunkSizeLf,
+    ChunkData(u64),
+    ChunkDataCr,
+    ChunkDataLf,
+    /// Trailer lines after the last chunk; `bool`: the current line is empty so far.
+    Trailer(bool),
+    TrailerLf(bool),
+    /// Not following any more.
+    Off,
+}
+
+/// The largest head the sniffer holds; hyper refuses larger ones (431) anyway.
+const MAX_HEAD: usize = 128 * 1024;
+
+struct Sniffer {
+    phase: Phase,
+    head: Vec<u8>,
+    chunk_size: u64,
+    requests: u64,
+    framing: Arc<Framing>,
+}
+
+impl Sniffer {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.phase {
+                Phase::Off => return,
+                Phase::Head => {
+                    let had = self.head.len();
+                    self.head.extend_from_slice(data);
+                    match self.parse_head() {
+                        Some(used) => {
+                            let consumed = used - had;
+                            self.head.clear();
+                            data = &data[consumed..];
+                        }
+                        None => {
+                            if self.head.len() > MAX_HEAD {
+                                self.phase = Phase::Off;
+                            }
+                            return;
+                        }
+                    }
+                }
+                Phase::Body(left) => {
+                    let n = (data.len() as u64).min(left);
+                    data = &data[n as usize..];
+                    self.phase = if left == n {
+                        Phase::Head
+                    } else {
+                        Phase::Body(left - n)
+                    };
+                }
+                Phase::ChunkData(left) => {
+                    let n = (data.len() as u64).min(left);
+                    data = &data[n as usize..];
+                    self.phase = if left == n {
+                        Phase::ChunkDataCr
+                    } else {
+                        Phase::ChunkData(left - n)
+                    };
+                }
+                _ => {
+                    let b = data[0];
+                    data = &data[1..];
+                    self.chunk_byte(b);
+                }
+            }
+        }
+    }
+
+    /// One byte of chunked framing outside chunk data (RFC 9112 section 7.1).
+    fn chunk_byte(&mut self, b: u8) {
+        self.phase = match (&self.phase, b) {
+            (Phase::ChunkSize, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
+                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                match self.chunk_size.checked_mul(16) {
+                    Some(v) => {
+                        self.chunk_size = v + digit;
+                        Phase::ChunkSize
+                    }
+                    None => Phase::Off,
+                }
+            }
+            (Phase::ChunkSize | Phase::ChunkExt, b';') | (Phase::ChunkExt, _) if b != b'\r' => {
+                Phase::ChunkExt
+            }
+            (Phase::ChunkSize | Phase::ChunkExt, b'\r') => Phase::ChunkSizeLf,
+            (Phase::ChunkSizeLf, b'\n') => {
+                let size = std::mem::take(&mut self.chunk_size);
+                if size == 0 {
+                    Phase::Trailer(true)
+                } else {
+                    Phase::ChunkData(size)
+                }
+            }
+            (Phase::ChunkDataCr, b'\r') => Phase::ChunkDataLf,
+            (Phase::ChunkDataLf, b'\n') => Phase::ChunkSize,
+            (Phase::Trailer(empty), b'\r') => Phase::TrailerLf(*empty),
+            (Phase::Trailer(_), _) => Phase::Trailer(false),
+            (Phase::TrailerLf(true), b'\n') => Phase::Head,
+            (Phase::TrailerLf(false), b'\n') => Phase::Trailer(true),
+            _ => Phase::Off,
+        };
+    }
+
+    /// Parses the head held so far; returns the bytes it used once complete, and sets the phase
+    /// to the body's framing.
+    fn parse_head(&mut self) -> Option<usize> {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut req = httparse::Request::new(&mut headers);
+        let used = match req.parse(&self.head) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => {
+                // hyper answers this itself (or it is HTTP/2's preface): stop following.
+                self.phase = Phase::Off;
+                return None;
+            }
+        };
+        self.requests += 1;
+        let mut lengths = Vec::new();
+        let mut chunked = None;
+        let mut upgrade = req.method == Some("CONNECT");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                lengths.push(h.value);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        self.phase = match (chunked, lengths.as_slice()) {
+            (Some(_), [_, ..]) => {
+                self.framing.marked.store(self.requests, Ordering::SeqCst);
+                Phase::Off
+            }
+            _ if upgrade => Phase::Off,
+            (Some(true), []) => Phase::ChunkSize,
+            (Some(false), []) => Phase::Off,
+            (None, []) => Phase::Head,
+            (None, [one]) => match std::str::from_utf8(one)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            {
+                Some(0) => Phase::Head,
+                Some(n) => Phase::Body(n),
+                None => Phase::Off,
+            },
+            (None, _) => Phase::Off,
+        };
+        Some(used)
+    }
+}
+
+/// A client connection's byte stream as hyper reads and writes it: every byte counts as
+/// activity, and the bytes read feed the framing sniffer.
+pub struct ClientIo<T> {
+    inner: T,
+    activity: Arc<Activity>,
+    sniffer: Sniffer,
+}
+
+impl<T> ClientIo<T> {
+    pub fn new(inner: T, activity: Arc<Activity>, framing: Arc<Framing>) -> ClientIo<T> {
+        ClientIo {
+            inner,
+            activity,
+            sniffer: Sniffer {
+                phase: Phase::Head,
+                head: Vec::new(),
+                chunk_size: 0,
+                requests: 0,
+                framing,
+            },
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if buf.filled().len() > before {
+                self.activity.touch();
+                let this = &mut *self;
+                this.sniffer.feed(&buf.filled()[before..]);
+            }
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.activity.touch();
+            }
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.activity.touch();
+            }
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sniff(chunks: &[&[u8]]) -> (u64, u64, bool) {
+        let framing = Arc::new(Framing::default());
+        let mut s = Sniffer {
+            phase: Phase::Head,
+            head: Vec::new(),
+            chunk_size: 0,
+            requests: 0,
+            framing: Arc::clone(&framing),
+        };
+        for c in chunks {
+            s.feed(c);
+        }
+        (
+            s.requests,
+            framing.marked.load(Ordering::SeqCst),
+            matches!(s.phase, Phase::Off),
+        )
+    }
+
+    #[test]
+    fn follows_bodies_to_the_next_head_and_marks_cl_with_te() {
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+        let chunked = b"POST /y HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
+        let smuggle = b"POST /z HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let mut all = Vec::new();
+        for part in [&get[..], post, chunked, get, smuggle] {
+            all.extend_from_slice(part);
+        }
+        // Whole, and one byte at a time.
+        assert_eq!(sniff(&[&all]), (5, 5, true));
+        let bytes: Vec<&[u8]> = all.chunks(1).collect();
+        assert_eq!(sniff(&bytes), (5, 5, true));
+        // Body bytes that look like a head are not taken for one.
+        let inner = b"GET /a HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: x\r\n\r\n";
+        let mut tricky = format!(
+            "POST /x HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            inner.len()
+        )
+        .into_bytes();
+        tricky.extend_from_slice(inner);
+        assert_eq!(sniff(&[&tricky, get]), (2, 0, false));
+        // HTTP/2's preface stops the sniffer.
+        assert!(sniff(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]).2);
+    }
+
+    #[test]
+    fn in_flight_and_idle() {
+        let a = Activity::new();
+        assert_eq!(a.in_flight.load(Ordering::SeqCst), 0);
+        let r = InFlight::new(&a);
+        assert_eq!(a.in_flight.load(Ordering::SeqCst), 1);
+        drop(r);
+        assert_eq!(a.in_flight.load(Ordering::SeqCst), 0);
+    }
+}
