@@ -696,7 +696,20 @@ struct Served {
 struct Running(std::process::Child);
 
 impl Drop for Running {
+    /// SIGTERM first (an nginx master stops its workers on it; SIGKILL would orphan them), then
+    /// SIGKILL after 10 seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -745,7 +758,14 @@ pub fn bench_podproxy() -> Result<()> {
             .arg(&podproxy)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--route", &format!("/=http://127.0.0.1:{backend_port}")])
-            .args(["--access-log", "off", "--log-level", "warn"])
+            .args([
+                "--access-log",
+                "off",
+                "--log-level",
+                "warn",
+                "--drain-delay",
+                "0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
