@@ -83,6 +83,7 @@ pub async fn run(
         upstream_response_timeout: config.upstream_response_timeout,
         request_timeout: config.request_timeout,
         idle_timeout: config.idle_timeout,
+        draining: std::sync::atomic::AtomicBool::new(false),
         max_body_bytes: config.max_body_bytes,
     });
     let addrs: Vec<String> = listeners
@@ -135,7 +136,7 @@ pub async fn run(
     };
     let serving = tokio::spawn(server::serve(
         listeners,
-        proxy,
+        Arc::clone(&proxy),
         limits,
         acceptor,
         stop_accepting,
@@ -156,6 +157,9 @@ pub async fn run(
     tracing::info!(signal = ?signal, "draining: not ready; accepting for {} more, then finishing requests in flight (up to {})",
         podkit_runtime::units::format_duration(config.drain_delay),
         podkit_runtime::units::format_duration(config.drain_timeout));
+    proxy
+        .draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     health_trigger.fire(Signal::Requested);
     let _ = health.await;
     readiness.set(false);

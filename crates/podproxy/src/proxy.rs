@@ -41,6 +41,8 @@ pub struct Proxy {
     pub request_timeout: Option<Duration>,
     /// `--idle-timeout`, which also bounds a quiet upgraded connection.
     pub idle_timeout: Duration,
+    /// Set at SIGTERM: HTTP/1 answers carry `Connection: close` from then on.
+    pub draining: AtomicBool,
     pub max_body_bytes: u64,
 }
 
@@ -74,6 +76,7 @@ impl Proxy {
         let conflicting = conn.framing.next_is_conflicting();
         let in_flight = InFlight::new(&conn.activity);
         let (client, tls) = (conn.peer, conn.tls);
+        let http1 = req.version() < Version::HTTP_2;
         let header = |name| {
             req.headers()
                 .get(name)
@@ -124,6 +127,11 @@ impl Proxy {
             Err((status, why)) => (error_response(status, why), None, None),
         };
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let mut resp = resp;
+        if !switching && http1 && self.draining.load(Ordering::Relaxed) {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
         let deadline = deadline.filter(|_| !switching);
         let metrics = seen
             .route
@@ -221,7 +229,22 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
+        // TE is hop-by-hop, but "TE: trailers" says the client takes trailers, which a gRPC
+        // server needs to hear (the one TE value HTTP/2 allows, RFC 9113 section 8.2.2):
+        // passed on, as the end-to-end fact it is.
+        let trailers = parts
+            .headers
+            .get_all(http::header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         forward::remove_hop_by_hop(&mut parts.headers, upgrade);
+        if trailers {
+            parts
+                .headers
+                .insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
         forward::set_forwarded(
             &mut parts.headers,
             client.ip(),
