@@ -817,6 +817,23 @@ fn self_signed() -> (String, String, rustls_pki_types::CertificateDer<'static>) 
     )
 }
 
+/// A TLS client configuration trusting only `root`.
+fn client_tls(
+    root: &rustls_pki_types::CertificateDer<'static>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root.clone()).map_err(|e| e.to_string())?;
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
 /// Connects with TLS trusting only `root`; returns the response text and the served cert.
 fn tls_get(
     port: u16,
@@ -828,15 +845,7 @@ fn tls_get(
         .build()
         .expect("rt");
     rt.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(root.clone()).map_err(|e| e.to_string())?;
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config = client_tls(root)?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| e.to_string())?;
@@ -1192,15 +1201,7 @@ fn http2_over_tls_by_alpn() {
         .build()
         .expect("rt");
     let (alpn, version, text) = rt.block_on(async {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(der).expect("root");
-        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let mut config = client_tls(&der).expect("client config");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
             .await
