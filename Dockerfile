@@ -38,3 +38,9 @@ LABEL org.opencontainers.image.title="podproxy" \
       org.opencontainers.image.description="Localhost reverse-proxy sidecar: routes the Pod's port to its containers, access logs for logship, readiness, drain"
 COPY target/dist/podproxy /usr/local/bin/podproxy
 ENTRYPOINT ["/usr/local/bin/podproxy"]
+
+FROM base AS demo-app
+LABEL org.opencontainers.image.title="demo-app" \
+      org.opencontainers.image.description="The examples' app: the seed's frontend (a page that calls the backend through podproxy) or backend (a JSON API), logging JSON lines to a file it rotates by size"
+COPY target/dist/demo-app /usr/local/bin/demo-app
+ENTRYPOINT ["/usr/local/bin/demo-app"]

@@ -214,6 +214,15 @@ impl Podman {
             .unwrap_or_else(|_| panic!("{field} of {container} is {raw:?}, not a time"))
     }
 
+    /// `podman logs CONTAINER`, stdout only, as lines. Unlike [`Podman::logs`], a line the
+    /// container wrote in several pieces (conmon reads a large write in chunks and `logs -t`
+    /// prints each chunk on a line of its own) comes back whole.
+    pub fn stdout_lines(&self, container: &str) -> Vec<String> {
+        let out = self.run(&["logs", container], QUERY_TIMEOUT);
+        assert!(out.success(), "{out}");
+        out.stdout.lines().map(str::to_string).collect()
+    }
+
     /// `podman logs -t CONTAINER`, stdout and stderr, as (time, line) pairs.
     pub fn logs(&self, container: &str) -> Vec<(i128, String)> {
         let out = self.run(&["logs", "-t", container], QUERY_TIMEOUT);

@@ -1,4 +1,7 @@
-//! `cargo xtask demo`: k8s-examples/init-wait on this machine. The dependency pod
+//! `cargo xtask demo`: k8s-examples/fullstack-pod on this machine ([`demo`]), and
+//! `cargo xtask demo init-wait` ([`demo_init_wait`]).
+//!
+//! init-wait: the dependency pod
 //! comes up 8 s late; the app pod's waitfor init container holds the app until it
 //! does. Prints the merged, timestamped logs of all three containers, then tears
 //! both pods down (also on failure). Network: `--network host`, traffic on
@@ -16,7 +19,133 @@ use crate::podman::{Engine, Played};
 
 const PORT: u16 = 8081;
 
+/// The fullstack Pod: waitfor, the frontend and backend, podproxy in front, logship shipping
+/// every log. Played with `--network none`; the requests come from a probe container that
+/// joins the Pod. Shows the answers and the lines logship shipped, then tears the Pod down.
 pub fn demo() -> Result<()> {
+    let engine = Engine::podman()?;
+    images::images()?;
+    let started = Instant::now();
+    let source = cmd::workspace_root()
+        .join("k8s-examples")
+        .join("fullstack-pod")
+        .join("pod.yaml");
+    let text = std::fs::read_to_string(&source)
+        .map_err(|e| Error::new(format!("cannot read {}: {e}", source.display())))?;
+    // podman 4.3 implements only metadata.name of the Downward API fields.
+    let work = cmd::workspace_root().join("target").join("demo");
+    std::fs::create_dir_all(&work).map_err(|e| Error::new(format!("{}: {e}", work.display())))?;
+    let pod = work.join("fullstack-pod.yaml");
+    std::fs::write(&pod, for_podman(&text))
+        .map_err(|e| Error::new(format!("{}: {e}", pod.display())))?;
+
+    println!("\n== fullstack-pod demo ==");
+    let _guard = Played::guard(&engine, &pod);
+    let (line, out) = engine.kube_play(&pod, "none", None, Duration::from_secs(120))?;
+    if !out.status.success() {
+        return Err(Error::new(format!(
+            "`{line}` failed ({})\n  stderr: {}",
+            out.status,
+            cmd::tail(out.stderr.trim(), 20)
+        ))
+        .fix("`podman ps -a --pod` and `podman logs <container>` show what happened"));
+    }
+    println!("waitfor found /config/items.json; frontend, backend, podproxy and logship are up\n");
+    let probe = |url: &str| -> Result<String> {
+        let mut c = engine.command();
+        c.args(["run", "--rm", "--pod", "fullstack-pod", "--user", "65532"])
+            .arg(crate::podman::image_name("busybox"))
+            .args(["wget", "-qO-", url]);
+        let out = cmd::capture(&mut c, Duration::from_secs(30))?;
+        if out.status.success() {
+            Ok(out.stdout)
+        } else {
+            Err(Error::new(format!(
+                "`{}` failed: {}",
+                cmd::display(&c),
+                out.stderr.trim()
+            )))
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let page = loop {
+        match probe("http://127.0.0.1:8080/") {
+            Ok(page) => break page,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => thread::sleep(Duration::from_millis(300)),
+        }
+    };
+    println!("GET http://127.0.0.1:8080/  (podproxy -> frontend, which calls /api/items through podproxy)");
+    for l in page.lines() {
+        println!("  {l}");
+    }
+    for path in ["/api/items", "/api/hello?name=demo"] {
+        let body = probe(&format!("http://127.0.0.1:8080{path}"))?;
+        println!(
+            "GET http://127.0.0.1:8080{path}  (podproxy -> backend)\n  {}",
+            body.trim()
+        );
+    }
+    // logship ships within its batch timeout (1s).
+    thread::sleep(Duration::from_millis(1500));
+    println!("\nwhat logship shipped to its stdout (`podman logs fullstack-pod-logship`), one per source:");
+    let shipped = engine.logs("fullstack-pod-logship")?;
+    let mut shown = std::collections::BTreeMap::new();
+    for line in shipped.lines() {
+        // `podman logs -t`: a timestamp, a space, the record.
+        let record = match line.find('{') {
+            Some(i) => &line[i..],
+            None => continue,
+        };
+        if !record.starts_with('{') || !record.contains("\"labels\"") {
+            continue;
+        }
+        let file = field(record, "file").unwrap_or_default();
+        shown.insert(file, record.to_string());
+    }
+    for (file, record) in &shown {
+        println!("  [{file}]\n    {record}");
+    }
+    println!(
+        "\n{} lines shipped in all; the demo took {:.1} s; tearing the Pod down",
+        shipped.lines().filter(|l| l.contains("\"labels\"")).count(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// A string field of a flat JSON record, found by name (enough for logship's `file`).
+fn field(record: &str, name: &str) -> Option<String> {
+    let key = format!("\"{name}\":\"");
+    let start = record.find(&key)? + key.len();
+    let end = record[start..].find('"')?;
+    Some(record[start..start + end].to_string())
+}
+
+/// A copy of a manifest that podman 4.3 plays: the env entries whose value comes from a
+/// Downward API field podman does not implement (namespace, node) are dropped. The same rule
+/// as tests/src/lib.rs `for_podman`.
+fn for_podman(yaml: &str) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let mut out = Vec::with_capacity(lines.len());
+    let mut i = 0;
+    while i < lines.len() {
+        let entry = lines[i].trim_start().starts_with("- name:")
+            && lines.get(i + 3).is_some_and(|l| {
+                ["fieldPath: metadata.namespace", "fieldPath: spec.nodeName"].contains(&l.trim())
+            });
+        if entry {
+            i += 4;
+        } else {
+            out.push(lines[i]);
+            i += 1;
+        }
+    }
+    out.join("\n") + "\n"
+}
+
+/// k8s-examples/init-wait: waitfor holding an app until a late dependency listens.
+pub fn demo_init_wait() -> Result<()> {
     let engine = Engine::podman()?;
     images::images()?;
 

@@ -17,6 +17,7 @@ pub const BINARIES: &[(&str, &str)] = &[
     ("waitfor", "release-small"),
     ("logship", "release"),
     ("podproxy", "release"),
+    ("demo-app", "release-small"),
 ];
 
 /// Linker flags for every shipped binary: static glibc (a static-pie, so ASLR still applies),

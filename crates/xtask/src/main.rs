@@ -8,6 +8,7 @@ mod dist;
 mod elf;
 mod error;
 mod images;
+mod kind;
 mod layers;
 mod podman;
 
@@ -24,7 +25,9 @@ commands:
                            localhost/podkit/busybox:dev; each smoke-tested
   test [--require-pods]    fmt, clippy, unit + integration tests, then the pod tests
                            (skipped without podman, unless --require-pods)
-  demo                     play k8s-examples/init-wait with podman and show waitfor at work
+  demo                     play k8s-examples/fullstack-pod with podman: requests, shipped logs
+  demo init-wait           play k8s-examples/init-wait and show waitfor holding the app
+  kind-demo                a kind cluster with separate-pods and native-sidecars (needs kind, kubectl)
   bench <target>           end-to-end benchmarks; targets: waitfor, logship, podproxy";
 
 fn main() -> ExitCode {
@@ -46,6 +49,8 @@ fn dispatch(args: &[&str]) -> Result<()> {
         ["test"] => layers::test(false),
         ["test", "--require-pods"] => layers::test(true),
         ["demo"] => demo::demo(),
+        ["demo", "init-wait"] => demo::demo_init_wait(),
+        ["kind-demo"] => kind::kind_demo(),
         ["bench", "waitfor"] => bench::bench_waitfor(),
         ["bench", "logship"] => bench::bench_logship(),
         ["bench", "podproxy"] => bench::bench_podproxy(),
