@@ -36,7 +36,7 @@ pub fn demo() -> Result<()> {
     let work = cmd::workspace_root().join("target").join("demo");
     std::fs::create_dir_all(&work).map_err(|e| Error::new(format!("{}: {e}", work.display())))?;
     let pod = work.join("fullstack-pod.yaml");
-    std::fs::write(&pod, for_podman(&text))
+    std::fs::write(&pod, podkit_tests::for_podman(&text))
         .map_err(|e| Error::new(format!("{}: {e}", pod.display())))?;
 
     println!("\n== fullstack-pod demo ==");
@@ -120,28 +120,6 @@ fn field(record: &str, name: &str) -> Option<String> {
     let start = record.find(&key)? + key.len();
     let end = record[start..].find('"')?;
     Some(record[start..start + end].to_string())
-}
-
-/// A copy of a manifest that podman 4.3 plays: the env entries whose value comes from a
-/// Downward API field podman does not implement (namespace, node) are dropped. The same rule
-/// as tests/src/lib.rs `for_podman`.
-fn for_podman(yaml: &str) -> String {
-    let lines: Vec<&str> = yaml.lines().collect();
-    let mut out = Vec::with_capacity(lines.len());
-    let mut i = 0;
-    while i < lines.len() {
-        let entry = lines[i].trim_start().starts_with("- name:")
-            && lines.get(i + 3).is_some_and(|l| {
-                ["fieldPath: metadata.namespace", "fieldPath: spec.nodeName"].contains(&l.trim())
-            });
-        if entry {
-            i += 4;
-        } else {
-            out.push(lines[i]);
-            i += 1;
-        }
-    }
-    out.join("\n") + "\n"
 }
 
 /// k8s-examples/init-wait: waitfor holding an app until a late dependency listens.
