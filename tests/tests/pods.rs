@@ -603,3 +603,200 @@ fn fullstack_pod_serves_both_routes_and_ships_every_log() {
     assert!(down.success(), "kube down failed: {down}");
     drop(guard);
 }
+
+/// `kube play` with `--network host`: the Pods share the host's loopback.
+fn play_on_host(podman: &Podman, yaml: &std::path::Path) -> Output {
+    podman.run(
+        &[
+            "kube",
+            "play",
+            "--replace",
+            "--network",
+            "host",
+            &yaml.to_string_lossy(),
+        ],
+        PLAY_TIMEOUT,
+    )
+}
+
+/// separate-pods: the seed's recommended layout, two Deployments and a Service, on podman as
+/// its README says (one replica each, the host network, backend-service:5000 named by its
+/// address 127.0.0.1:5000: podman has no Services). The
+/// frontend is played first: its waitfor holds it until the backend Deployment, played 5s
+/// later, listens. Then the page (podproxy -> frontend -> podproxy -> backend-service) shows
+/// the backend's items, and each Pod's logship ships its logs with its Pod's labels.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn separate_pods_frontend_waits_for_the_backend_service_then_serves_through_it() {
+    let podman = podman_with_images();
+    for image in ["logship", "podproxy", "demo-app"] {
+        podman.require_image(&image_name(image));
+    }
+    for port in [3000, 5000, 8080, 9090, 9091, 9901] {
+        assert!(
+            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+            "port {port} on the host is taken; separate-pods plays on the host network"
+        );
+    }
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let read = |name: &str| {
+        fs::read_to_string(example_dir("separate-pods").join(name)).expect("read the manifest")
+    };
+    let one_replica = |yaml: String| yaml.replace("\n  replicas: 2\n", "\n  replicas: 1\n");
+    let backend = dir.path().join("backend.yaml");
+    fs::write(&backend, for_podman(&one_replica(read("backend.yaml")))).expect("write");
+    // podman has no Service DNS, and podman 4.3 leaves a Pod's hostAliases out of /etc/hosts
+    // on the host network: the podman copy names the backend by its address.
+    let original = read("frontend.yaml");
+    assert!(
+        original.contains("backend-service:5000"),
+        "the frontend manifest changed shape"
+    );
+    let frontend_yaml = for_podman(&one_replica(original))
+        .replace("backend-service:5000", "127.0.0.1:5000")
+        .replacen(
+            "\n      automountServiceAccountToken: false\n",
+            "\n      automountServiceAccountToken: false\n      restartPolicy: OnFailure\n",
+            1,
+        );
+    assert!(
+        frontend_yaml.contains("restartPolicy: OnFailure"),
+        "the frontend manifest changed shape"
+    );
+    let frontend = dir.path().join("frontend.yaml");
+    fs::write(&frontend, frontend_yaml).expect("write");
+    let _backend_guard = PodGuard::new(&podman, &backend, &["backend-pod-0"]);
+    let _frontend_guard = PodGuard::new(&podman, &frontend, &["frontend-pod-0"]);
+
+    let frontend_play = {
+        let podman = podman.clone();
+        let frontend = frontend.clone();
+        thread::spawn(move || play_on_host(&podman, &frontend))
+    };
+    thread::sleep(Duration::from_secs(5));
+    assert!(
+        podman
+            .try_inspect("frontend-pod-0-frontend", "{{.State.Running}}")
+            .is_none_or(|r| r != "true"),
+        "the frontend ran before the backend existed"
+    );
+    let backend_started = now_nanos();
+    let played = play_on_host(&podman, &backend);
+    assert!(played.success(), "backend kube play failed: {played}");
+    let played = frontend_play.join().expect("frontend play");
+    assert!(played.success(), "frontend kube play failed: {played}");
+    let frontend_started = podman.inspect_time("frontend-pod-0-frontend", ".State.StartedAt");
+    assert!(
+        frontend_started > backend_started,
+        "waitfor let the frontend start before the backend was played"
+    );
+
+    let busybox = image_name("busybox");
+    let fetch = |path: &str| {
+        podman.run(
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "host",
+                "--user",
+                "65532",
+                &busybox,
+                "wget",
+                "-qO-",
+                &format!("http://127.0.0.1:8080{path}"),
+            ],
+            PLAY_TIMEOUT,
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || fetch("/").success()),
+        "no page through the frontend's podproxy: {}",
+        fetch("/")
+    );
+    let page = fetch("/");
+    assert!(page.stdout.contains("<li>"), "{page}");
+    let items = fetch("/api/items");
+    assert!(items.stdout.contains("\"items\""), "{items}");
+
+    let records = |container: &str| -> Vec<serde_json::Value> {
+        podman
+            .stdout_lines(container)
+            .into_iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+            .filter(|v| v.get("labels").is_some())
+            .collect()
+    };
+    let shipped = wait_until(Duration::from_secs(20), || {
+        let front = records("frontend-pod-0-logship");
+        let back = records("backend-pod-0-logship");
+        front.iter().any(|r| {
+            r["file"] == "/logs/access.log"
+                && r["fields"]["path"] == "/api/items"
+                && r["fields"]["upstream"] == "http://127.0.0.1:5000"
+        }) && back
+            .iter()
+            .any(|r| r["file"] == "/logs/backend.log" && r["fields"]["path"] == "/api/items")
+    });
+    assert!(
+        shipped,
+        "frontend logship: {:?}\nbackend logship: {:?}",
+        records("frontend-pod-0-logship").last(),
+        records("backend-pod-0-logship").last()
+    );
+    assert!(records("frontend-pod-0-logship")
+        .iter()
+        .all(|r| r["labels"]["pod"] == "frontend-pod-0"));
+    assert!(records("backend-pod-0-logship")
+        .iter()
+        .all(|r| r["labels"]["pod"] == "backend-pod-0"));
+}
+
+/// job-with-sidecar: the Job's pod template played as a Pod (podman 4.3 has no Jobs). The
+/// worker writes 201 lines and touches /logs/.done; logship ships every line once and leaves
+/// with the job, exit 0, so the Pod completes.
+#[test]
+#[ignore = "needs podman and the images: run `cargo xtask test`"]
+fn job_sidecar_ships_every_line_and_leaves_with_the_job() {
+    let podman = podman_with_images();
+    podman.require_image(&image_name("logship"));
+    let job = fs::read_to_string(example_dir("job-with-sidecar").join("job.yaml"))
+        .expect("read job.yaml");
+    // `template` is the last key of the Job's spec: everything below it is the Pod.
+    let mut pod_yaml = String::from("apiVersion: v1\nkind: Pod\n");
+    let mut inside = false;
+    for line in job.lines() {
+        if inside {
+            let line = line.strip_prefix("    ").unwrap_or(line);
+            pod_yaml.push_str(line);
+            pod_yaml.push('\n');
+            if line == "metadata:" {
+                pod_yaml.push_str("  name: report\n");
+            }
+        } else if line == "  template:" {
+            inside = true;
+        }
+    }
+    assert!(inside, "job.yaml has no `  template:` line");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let pod = dir.path().join("report.yaml");
+    fs::write(&pod, for_podman(&pod_yaml)).expect("write the pod");
+    let _guard = PodGuard::new(&podman, &pod, &["report"]);
+    let played = play_isolated(&podman, &pod);
+    assert!(played.success(), "kube play failed: {played}");
+    let waited = podman.run(&["wait", "report-logship"], PLAY_TIMEOUT);
+    assert!(waited.success(), "{waited}");
+    assert_eq!(waited.stdout.trim(), "0", "logship left on its own, exit 0");
+    assert_eq!(podman.inspect("report-worker", "{{.State.ExitCode}}"), "0");
+    let seqs: Vec<u64> = podman
+        .stdout_lines("report-logship")
+        .into_iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .filter_map(|v| v["fields"]["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=201).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+}
