@@ -46,6 +46,17 @@ fn binaries() -> Vec<String> {
     stages
 }
 
+/// The JSON records logship shipped to its stdout (its own log lines, also JSON, have no
+/// `labels`).
+fn shipped_records(podman: &Podman, container: &str) -> Vec<serde_json::Value> {
+    podman
+        .stdout_lines(container)
+        .into_iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .filter(|v| v.get("labels").is_some())
+        .collect()
+}
+
 /// `podman kube play --network none`: the Pod gets only its own loopback.
 fn play_isolated(podman: &Podman, pod: &std::path::Path) -> Output {
     podman.run(
@@ -336,10 +347,8 @@ fn log_sidecar_ships_every_line_through_rotation_and_stop() {
     assert!(played.success(), "kube play failed: {played}");
 
     let records = || -> Vec<serde_json::Value> {
-        podman
-            .stdout_lines("log-sidecar-logship")
+        shipped_records(&podman, "log-sidecar-logship")
             .into_iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
             .filter(|v| v.get("fields").is_some())
             .collect()
     };
@@ -528,14 +537,7 @@ fn fullstack_pod_serves_both_routes_and_ships_every_log() {
     );
     assert!(calls.success(), "400 API calls: {calls}");
 
-    let records = || -> Vec<serde_json::Value> {
-        podman
-            .stdout_lines("fullstack-pod-logship")
-            .into_iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
-            .filter(|v| v.get("labels").is_some())
-            .collect()
-    };
+    let records = || shipped_records(&podman, "fullstack-pod-logship");
     let hello_calls = |records: &[serde_json::Value], file: &str| {
         records
             .iter()
@@ -719,14 +721,7 @@ fn separate_pods_frontend_waits_for_the_backend_service_then_serves_through_it()
     let items = fetch("/api/items");
     assert!(items.stdout.contains("\"items\""), "{items}");
 
-    let records = |container: &str| -> Vec<serde_json::Value> {
-        podman
-            .stdout_lines(container)
-            .into_iter()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
-            .filter(|v| v.get("labels").is_some())
-            .collect()
-    };
+    let records = |container: &str| shipped_records(&podman, container);
     let shipped = wait_until(Duration::from_secs(20), || {
         let front = records("frontend-pod-0-logship");
         let back = records("backend-pod-0-logship");
@@ -788,10 +783,8 @@ fn job_sidecar_ships_every_line_and_leaves_with_the_job() {
     assert!(waited.success(), "{waited}");
     assert_eq!(waited.stdout.trim(), "0", "logship left on its own, exit 0");
     assert_eq!(podman.inspect("report-worker", "{{.State.ExitCode}}"), "0");
-    let seqs: Vec<u64> = podman
-        .stdout_lines("report-logship")
+    let seqs: Vec<u64> = shipped_records(&podman, "report-logship")
         .into_iter()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
         .filter_map(|v| v["fields"]["seq"].as_u64())
         .collect();
     assert_eq!(
