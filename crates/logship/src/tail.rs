@@ -242,7 +242,7 @@ impl Tailer {
                 }
                 share += n;
                 if self.batch_full() {
-                    self.send_batch()?;
+                    self.send_full_batches()?;
                 }
             }
             total += share;
@@ -347,12 +347,37 @@ impl Tailer {
         }
         let batch = std::mem::take(&mut self.batch);
         self.batch_started = None;
-        for mut piece in batch.split(self.s.batch_max_lines, self.s.batch_max_bytes) {
-            self.seq += 1;
-            piece.seq = self.seq;
-            (self.outlet)(piece)?;
+        for piece in batch.split(self.s.batch_max_lines, self.s.batch_max_bytes) {
+            self.send(piece)?;
         }
         Ok(())
+    }
+
+    /// Sends the full batches a read chunk completed and keeps the rest (less than a batch)
+    /// as the batch being filled, so that a chunk crossing the bound does not become a full
+    /// batch plus a small one.
+    fn send_full_batches(&mut self) -> Result<(), ()> {
+        let batch = std::mem::take(&mut self.batch);
+        let mut pieces = batch.split(self.s.batch_max_lines, self.s.batch_max_bytes);
+        let last = pieces.pop().unwrap_or_default();
+        for piece in pieces {
+            self.send(piece)?;
+        }
+        self.batch = last;
+        if self.batch_full() {
+            let full = std::mem::take(&mut self.batch);
+            self.batch_started = None;
+            self.send(full)?;
+        } else if self.batch.is_empty() {
+            self.batch_started = None;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, mut piece: Batch) -> Result<(), ()> {
+        self.seq += 1;
+        piece.seq = self.seq;
+        (self.outlet)(piece)
     }
 
     /// Reads every file to its end (and on, until they have been quiet for `quiet`), flushes

@@ -105,23 +105,19 @@ impl Proxy {
         let deadline = self
             .request_timeout
             .map(|t| tokio::time::Instant::now() + t);
-        let forwarding = self.forward(client, tls, req, &mut seen, conflicting, &conn.activity);
-        let forwarded = match deadline {
-            None => forwarding.await,
-            Some(at) => match tokio::time::timeout_at(at, forwarding).await {
-                Ok(done) => done,
-                // Whoever is slow gets the blame: the client still sending (408) or the upstream
-                // not answering (504).
-                Err(_) if !seen.request_ended.load(Ordering::SeqCst) => Err((
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request took longer than --request-timeout\n",
-                )),
-                Err(_) => Err((
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the request took longer than --request-timeout\n",
-                )),
-            },
-        };
+        // One timer per request for the wait on the upstream (the sooner of the response-head
+        // timeout and the request deadline); the body's timer is made only if a body stalls.
+        let forwarded = self
+            .forward(
+                client,
+                tls,
+                req,
+                &mut seen,
+                conflicting,
+                &conn.activity,
+                deadline,
+            )
+            .await;
         let (resp, upstream, upstream_time) = match forwarded {
             Ok(done) => done,
             Err((status, why)) => (error_response(status, why), None, None),
@@ -154,6 +150,7 @@ impl Proxy {
         seen: &mut Seen,
         conflicting: bool,
         activity: &Arc<Activity>,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<(Response<Body>, Option<String>, Option<Duration>), (StatusCode, &'static str)>
     {
         if conflicting {
@@ -281,12 +278,29 @@ impl Proxy {
 
         let sent = Instant::now();
         let upstream_name = route.upstream.to_string();
-        let response = match tokio::time::timeout(
-            self.upstream_response_timeout,
+        let head_deadline = tokio::time::Instant::now() + self.upstream_response_timeout;
+        let wait_until = deadline.map_or(head_deadline, |d| d.min(head_deadline));
+        let response = match tokio::time::timeout_at(
+            wait_until,
             self.clients.send(&route.upstream, route.h2c, upstream_req),
         )
         .await
         {
+            // The request deadline came first: whoever is slow gets the blame, the client
+            // still sending (408) or the upstream not answering (504).
+            Err(_) if deadline.is_some_and(|d| d <= head_deadline) => {
+                return Err(if seen.request_ended.load(Ordering::SeqCst) {
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the request took longer than --request-timeout\n",
+                    )
+                } else {
+                    (
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request took longer than --request-timeout\n",
+                    )
+                });
+            }
             Err(_) => {
                 return Err((
                     StatusCode::GATEWAY_TIMEOUT,
@@ -482,7 +496,8 @@ fn finish_response(
         bytes: 0,
         on_end,
         _in_flight: in_flight,
-        deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+        deadline,
+        timer: None,
     };
     Response::from_parts(parts, wrapped.boxed())
 }
@@ -492,7 +507,9 @@ struct ResponseBody {
     bytes: u64,
     on_end: Option<OnEnd>,
     _in_flight: InFlight,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    deadline: Option<tokio::time::Instant>,
+    /// Made from `deadline` the first time the body has nothing to give.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl hyper::body::Body for ResponseBody {
@@ -512,9 +529,13 @@ impl hyper::body::Body for ResponseBody {
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.finish(),
             Poll::Pending => {
-                if let Some(d) = self.deadline.as_mut() {
-                    if d.as_mut().poll(cx).is_ready() {
+                if let Some(at) = self.deadline {
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                    if timer.as_mut().poll(cx).is_ready() {
                         self.deadline = None;
+                        self.timer = None;
                         tracing::debug!("cutting a response at --request-timeout");
                         self.finish();
                         return Poll::Ready(Some(Err(Box::new(ResponseTimedOut))));
