@@ -20,7 +20,7 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 
 use crate::access_log::{AccessLog, Entry};
-use crate::conn::{Activity, ClientConn, InFlight};
+use crate::conn::{ClientConn, InFlight};
 use crate::forward;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
@@ -75,7 +75,7 @@ impl Proxy {
         // Counted for every request, in order, so the mark lands on the right one.
         let conflicting = conn.framing.next_is_conflicting();
         let in_flight = InFlight::new(&conn.activity);
-        let (client, tls) = (conn.peer, conn.tls);
+        let client = conn.peer;
         let http1 = req.version() < Version::HTTP_2;
         let header = |name| {
             req.headers()
@@ -108,15 +108,7 @@ impl Proxy {
         // One timer per request for the wait on the upstream (the sooner of the response-head
         // timeout and the request deadline); the body's timer is made only if a body stalls.
         let forwarded = self
-            .forward(
-                client,
-                tls,
-                req,
-                &mut seen,
-                conflicting,
-                &conn.activity,
-                deadline,
-            )
+            .forward(&conn, req, &mut seen, conflicting, deadline)
             .await;
         let (resp, upstream, upstream_time) = match forwarded {
             Ok(done) => done,
@@ -144,12 +136,10 @@ impl Proxy {
     #[allow(clippy::type_complexity)]
     async fn forward(
         &self,
-        client: SocketAddr,
-        tls: bool,
+        conn: &ClientConn,
         mut req: Request<Incoming>,
         seen: &mut Seen,
         conflicting: bool,
-        activity: &Arc<Activity>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<(Response<Body>, Option<String>, Option<Duration>), (StatusCode, &'static str)>
     {
@@ -244,8 +234,8 @@ impl Proxy {
         }
         forward::set_forwarded(
             &mut parts.headers,
-            client.ip(),
-            if tls { "https" } else { "http" },
+            conn.peer.ip(),
+            if conn.tls { "https" } else { "http" },
             &self.trusted,
         );
         seen.request_id = forward::request_id(&mut parts.headers);
@@ -329,7 +319,7 @@ impl Proxy {
         if switching {
             if let Some(client_side) = client_upgrade {
                 let upstream_side = hyper::upgrade::on(&mut response);
-                let (activity, idle) = (Arc::clone(activity), self.idle_timeout);
+                let (activity, idle) = (Arc::clone(&conn.activity), self.idle_timeout);
                 tokio::spawn(async move {
                     if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
                         let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
