@@ -25,6 +25,21 @@ pub const MAX_REQUEST_ID: usize = 128;
 /// Removes hop-by-hop headers. With `upgrade`, the `Upgrade` header and a `Connection: upgrade`
 /// are kept (the proxy passes the upgrade on); everything else Connection names still goes.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names (no hashing) says so.
+    let hop = |n: &HeaderName| {
+        n == CONNECTION
+            || n == PROXY_CONNECTION
+            || n == KEEP_ALIVE
+            || n == TE
+            || n == TRANSFER_ENCODING
+            || n == UPGRADE
+    };
+    if !headers.keys().any(hop) {
+        if upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod health;
 pub mod metrics;
 pub mod normalize;
+pub mod pool;
 pub mod proxy;
 pub mod route;
 pub mod server;

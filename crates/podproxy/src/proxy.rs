@@ -25,7 +25,7 @@ use crate::forward;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::route::Routes;
-use crate::upstream::{upstream_uri, Body, BoxError, Clients};
+use crate::upstream::{request_uri, Body, BoxError, Clients};
 
 /// What every request needs; shared by all connections.
 pub struct Proxy {
@@ -46,24 +46,30 @@ pub struct Proxy {
     pub max_body_bytes: u64,
 }
 
-/// Facts about the request kept for the access log.
+/// Facts about the request kept for the access log. Header values are kept as they came
+/// (a `HeaderValue` clone shares the read buffer) and turned into text only if a line is written.
 struct Seen {
     start: Instant,
     start_nanos: i128,
     client: SocketAddr,
-    method: String,
+    method: Method,
     path: String,
     query: Option<String>,
-    protocol: String,
+    protocol: &'static str,
     request_id: String,
-    host: Option<String>,
-    user_agent: Option<String>,
-    referer: Option<String>,
-    bytes_in: Arc<AtomicU64>,
-    /// Set once the request body has been read to its end.
-    request_ended: Arc<AtomicBool>,
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    body: Arc<BodyProgress>,
     /// The route taken (its position), once known.
     route: Option<usize>,
+}
+
+/// How far the request body has come: bytes passed, and whether it has ended.
+#[derive(Debug, Default)]
+struct BodyProgress {
+    bytes: AtomicU64,
+    ended: AtomicBool,
 }
 
 impl Proxy {
@@ -77,29 +83,39 @@ impl Proxy {
         let in_flight = InFlight::new(&conn.activity);
         let client = conn.peer;
         let http1 = req.version() < Version::HTTP_2;
-        let header = |name| {
-            req.headers()
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
+        let logging = self.access_log.enabled();
+        let header = |name| logging.then(|| req.headers().get(name).cloned()).flatten();
         let mut seen = Seen {
             start: Instant::now(),
-            start_nanos: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i128)
-                .unwrap_or_default(),
+            start_nanos: if logging {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i128)
+                    .unwrap_or_default()
+            } else {
+                0
+            },
             client,
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
+            method: req.method().clone(),
+            path: if logging {
+                req.uri().path().to_string()
+            } else {
+                String::new()
+            },
             query: req.uri().query().map(str::to_string),
-            protocol: format!("{:?}", req.version()),
+            protocol: protocol_name(req.version()),
             request_id: String::new(),
-            host: header(HOST).or_else(|| req.uri().authority().map(|a| a.to_string())),
+            host: req.headers().get(HOST).cloned().or_else(|| {
+                req.uri()
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            }),
             user_agent: header(USER_AGENT),
             referer: header(REFERER),
-            bytes_in: Arc::new(AtomicU64::new(0)),
-            request_ended: Arc::new(AtomicBool::new(req.body().is_end_stream())),
+            body: Arc::new(BodyProgress {
+                bytes: AtomicU64::new(0),
+                ended: AtomicBool::new(req.body().is_end_stream()),
+            }),
             route: None,
         };
         let deadline = self
@@ -110,9 +126,9 @@ impl Proxy {
         let forwarded = self
             .forward(&conn, req, &mut seen, conflicting, deadline)
             .await;
-        let (resp, upstream, upstream_time) = match forwarded {
+        let (resp, upstream_time) = match forwarded {
             Ok(done) => done,
-            Err((status, why)) => (error_response(status, why), None, None),
+            Err((status, why)) => (error_response(status, why), None),
         };
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let mut resp = resp;
@@ -129,7 +145,7 @@ impl Proxy {
             m.request(resp.status().as_u16(), seen.start.elapsed());
         }
         let status = resp.status().as_u16();
-        let on_end = self.access_log_entry(seen, status, upstream, upstream_time);
+        let on_end = self.access_log_entry(seen, status, upstream_time);
         Ok(finish_response(resp, in_flight, deadline, on_end))
     }
 
@@ -141,8 +157,7 @@ impl Proxy {
         seen: &mut Seen,
         conflicting: bool,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<(Response<Body>, Option<String>, Option<Duration>), (StatusCode, &'static str)>
-    {
+    ) -> Result<(Response<Body>, Option<Duration>), (StatusCode, &'static str)> {
         if conflicting {
             // Seen on the wire by the connection's framing sniffer (see crate::conn): refused,
             // and hyper closes the connection after the answer.
@@ -190,11 +205,14 @@ impl Proxy {
         }
         let path = normalize_path(req.uri().path())
             .map_err(|_| (StatusCode::BAD_REQUEST, "malformed path\n"))?;
-        seen.path = path.clone();
+        if self.access_log.enabled() {
+            seen.path.clone_from(&path);
+        }
         let host = seen.host.clone();
+        let host_str = host.as_ref().and_then(|h| h.to_str().ok());
         let index = self
             .routes
-            .find_index(host.as_deref(), &path)
+            .find_index(host_str, &path)
             .ok_or((StatusCode::NOT_FOUND, "no route\n"))?;
         seen.route = Some(index);
         let route = self.routes.get(index);
@@ -244,7 +262,7 @@ impl Proxy {
             path_and_query.push('?');
             path_and_query.push_str(q);
         }
-        parts.uri = upstream_uri(&route.upstream, &path_and_query)
+        parts.uri = request_uri(&route.upstream, route.h2c, path_and_query)
             .map_err(|_| (StatusCode::BAD_REQUEST, "bad request target\n"))?;
         parts.version = if route.h2c {
             Version::HTTP_2
@@ -254,20 +272,14 @@ impl Proxy {
         if route.h2c {
             parts.headers.remove(HOST);
         } else if !parts.headers.contains_key(HOST) {
-            if let Some(h) = host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+            if let Some(h) = host {
                 parts.headers.insert(HOST, h);
             }
         }
-        let limited = LimitedBody::new(
-            body,
-            self.max_body_bytes,
-            Arc::clone(&seen.bytes_in),
-            Arc::clone(&seen.request_ended),
-        );
+        let limited = LimitedBody::new(body, self.max_body_bytes, Arc::clone(&seen.body));
         let upstream_req = Request::from_parts(parts, limited.boxed());
 
         let sent = Instant::now();
-        let upstream_name = route.upstream.to_string();
         let head_deadline = tokio::time::Instant::now() + self.upstream_response_timeout;
         let wait_until = deadline.map_or(head_deadline, |d| d.min(head_deadline));
         let response = match tokio::time::timeout_at(
@@ -279,7 +291,7 @@ impl Proxy {
             // The request deadline came first: whoever is slow gets the blame, the client
             // still sending (408) or the upstream not answering (504).
             Err(_) if deadline.is_some_and(|d| d <= head_deadline) => {
-                return Err(if seen.request_ended.load(Ordering::SeqCst) {
+                return Err(if seen.body.ended.load(Ordering::SeqCst) {
                     (
                         StatusCode::GATEWAY_TIMEOUT,
                         "the request took longer than --request-timeout\n",
@@ -301,11 +313,8 @@ impl Proxy {
                 if e.is_connect() {
                     self.metrics.upstream_connect_errors.inc();
                 }
-                tracing::debug!(upstream = %upstream_name, error = %e, "upstream request failed");
-                let too_large = std::error::Error::source(&e)
-                    .and_then(|s| s.downcast_ref::<hyper::Error>())
-                    .and_then(std::error::Error::source)
-                    .is_some_and(|s| s.is::<BodyTooLarge>());
+                tracing::debug!(upstream = %route.upstream, error = %e, "upstream request failed");
+                let too_large = e.body_error().is_some_and(|s| s.is::<BodyTooLarge>());
                 if too_large {
                     return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
                 }
@@ -340,11 +349,7 @@ impl Proxy {
             parts.headers.insert(forward::X_REQUEST_ID, v);
         }
         let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
-        Ok((
-            Response::from_parts(parts, body),
-            Some(upstream_name),
-            Some(upstream_time),
-        ))
+        Ok((Response::from_parts(parts, body), Some(upstream_time)))
     }
 
     /// What the access log writes once the response is done (None when it is off).
@@ -352,33 +357,50 @@ impl Proxy {
         &self,
         seen: Seen,
         status: u16,
-        upstream: Option<String>,
         upstream_time: Option<Duration>,
     ) -> Option<OnEnd> {
         if !self.access_log.enabled() {
             return None;
         }
         let log = self.access_log.clone();
+        // The upstream is named only for requests that were sent to one.
+        let upstream = upstream_time
+            .and(seen.route)
+            .map(|i| self.routes.get(i).upstream.to_string());
+        let text =
+            |v: Option<HeaderValue>| v.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         Some(Box::new(move |bytes_out| {
             log.log(&Entry {
                 start_nanos: seen.start_nanos,
                 client: seen.client.ip().to_string(),
-                method: seen.method,
+                method: seen.method.to_string(),
                 path: seen.path,
                 query: seen.query,
-                protocol: seen.protocol,
+                protocol: seen.protocol.to_string(),
                 status,
-                bytes_in: seen.bytes_in.load(Ordering::Relaxed),
+                bytes_in: seen.body.bytes.load(Ordering::Relaxed),
                 bytes_out,
                 duration: seen.start.elapsed(),
                 upstream,
                 upstream_time,
                 request_id: seen.request_id,
-                host: seen.host,
-                user_agent: seen.user_agent,
-                referer: seen.referer,
+                host: text(seen.host),
+                user_agent: text(seen.user_agent),
+                referer: text(seen.referer),
             })
         }))
+    }
+}
+
+/// The protocol as the access log names it.
+fn protocol_name(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/?",
     }
 }
 
@@ -405,22 +427,15 @@ pub struct BodyTooLarge;
 struct LimitedBody {
     inner: Incoming,
     left: u64,
-    passed: Arc<AtomicU64>,
-    ended: Arc<AtomicBool>,
+    progress: Arc<BodyProgress>,
 }
 
 impl LimitedBody {
-    fn new(
-        inner: Incoming,
-        max: u64,
-        passed: Arc<AtomicU64>,
-        ended: Arc<AtomicBool>,
-    ) -> LimitedBody {
+    fn new(inner: Incoming, max: u64, progress: Arc<BodyProgress>) -> LimitedBody {
         LimitedBody {
             inner,
             left: max,
-            passed,
-            ended,
+            progress,
         }
     }
 }
@@ -441,13 +456,13 @@ impl hyper::body::Body for LimitedBody {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
                     }
                     self.left -= n;
-                    self.passed.fetch_add(n, Ordering::Relaxed);
+                    self.progress.bytes.fetch_add(n, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Ready(None) => {
-                self.ended.store(true, Ordering::SeqCst);
+                self.progress.ended.store(true, Ordering::SeqCst);
                 Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,

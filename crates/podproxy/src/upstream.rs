@@ -1,8 +1,9 @@
-//! Connections to upstreams: a pooled HTTP/1.1 client (hyper-util's), an HTTP/2 cleartext one
-//! for `h2c` routes, and a connector for `unix:` upstreams. Pooled connections idle longer than
+//! Connections to upstreams: HTTP/1.1 over TCP through podproxy's own pool (crate::pool, the
+//! hot path), and hyper-util's pooled client for HTTP/2 cleartext (`h2c` routes) and for
+//! `unix:` upstreams, with a connector for unix sockets. Pooled connections idle longer than
 //! `--upstream-idle-timeout` (default 3s, below the usual app keep-alive of 5s) are closed, so
 //! a connection is not reused just as the app closes it; a request that fails on a reused
-//! connection before anything was written is retried by the client once.
+//! connection before anything was written is sent once more.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use crate::pool::{Http1Pool, PoolError, PooledBody};
 use crate::route::Upstream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,13 +28,14 @@ pub type Body = BoxBody<Bytes, BoxError>;
 /// Every client podproxy needs, built once.
 #[derive(Clone)]
 pub struct Clients {
-    http1: Client<HttpConnector, Body>,
+    http1: Http1Pool,
     h2c: Client<HttpConnector, Body>,
     unix1: Client<UnixConnector, Body>,
     unix_h2c: Client<UnixConnector, Body>,
 }
 
 impl Clients {
+    /// Must be called inside a tokio runtime (the HTTP/1.1 pool starts its idle reaper).
     pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Clients {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
@@ -48,7 +51,7 @@ impl Clients {
             b
         };
         Clients {
-            http1: builder(false).build(http.clone()),
+            http1: Http1Pool::new(connect_timeout, idle_timeout),
             h2c: builder(true).build(http),
             unix1: builder(false).build(UnixConnector),
             unix_h2c: builder(true).build(UnixConnector),
@@ -61,13 +64,101 @@ impl Clients {
         upstream: &Upstream,
         h2c: bool,
         req: hyper::Request<Body>,
-    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
-        match (upstream, h2c) {
-            (Upstream::Http { .. }, false) => self.http1.request(req).await,
+    ) -> Result<hyper::Response<UpstreamBody>, SendError> {
+        let legacy = match (upstream, h2c) {
+            (Upstream::Http { host, port }, false) => {
+                return match self.http1.send(host, *port, req).await {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::Pooled)),
+                    Err(e) => Err(SendError::Pool(e)),
+                };
+            }
             (Upstream::Http { .. }, true) => self.h2c.request(req).await,
             (Upstream::Unix(_), false) => self.unix1.request(req).await,
             (Upstream::Unix(_), true) => self.unix_h2c.request(req).await,
+        };
+        legacy
+            .map(|r| r.map(UpstreamBody::Plain))
+            .map_err(SendError::Client)
+    }
+}
+
+/// Why an upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Pool(PoolError),
+    #[error(transparent)]
+    Client(hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// The connection to the upstream could not be made.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            SendError::Pool(e) => e.is_connect(),
+            SendError::Client(e) => e.is_connect(),
         }
+    }
+
+    /// The error the request body failed with, if that is why the request failed.
+    pub fn body_error(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let hyper_error = match self {
+            SendError::Pool(PoolError::Request(e)) => Some(e),
+            SendError::Pool(_) => None,
+            SendError::Client(e) => {
+                std::error::Error::source(e).and_then(|s| s.downcast_ref::<hyper::Error>())
+            }
+        };
+        hyper_error.and_then(std::error::Error::source)
+    }
+}
+
+/// An upstream's response body: from the HTTP/1.1 pool (which it goes back to once read), or
+/// from hyper-util's client.
+pub enum UpstreamBody {
+    Pooled(PooledBody),
+    Plain(hyper::body::Incoming),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            UpstreamBody::Plain(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(b) => b.is_end_stream(),
+            UpstreamBody::Plain(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpstreamBody::Pooled(b) => b.size_hint(),
+            UpstreamBody::Plain(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The URI a proxied request is sent with: origin-form (`/path?query`, RFC 9112 3.2.1) for
+/// HTTP/1.1 over TCP, which podproxy's pool writes as it is, else [`upstream_uri`]'s.
+pub fn request_uri(
+    upstream: &Upstream,
+    h2c: bool,
+    path_and_query: String,
+) -> Result<Uri, http::Error> {
+    match upstream {
+        Upstream::Http { .. } if !h2c => Ok(Uri::from_maybe_shared(Bytes::from(path_and_query))?),
+        _ => upstream_uri(upstream, &path_and_query),
     }
 }
 

@@ -1286,3 +1286,83 @@ fn sigterm_under_load_fails_no_request() {
         .unwrap_or(0);
     assert!(requests > 1000, "{text}");
 }
+
+/// A keep-alive HTTP/1.1 upstream on a plain socket that counts the connections requests came
+/// on and says when podproxy closed one of those (podproxy's readiness probe only connects).
+fn counting_upstream() -> (
+    SocketAddr,
+    std::sync::mpsc::Receiver<&'static str>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = std::sync::Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let count = std::sync::Arc::clone(&count);
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                let mut served = false;
+                loop {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => {
+                            if served {
+                                let _ = tx.send("closed");
+                            }
+                            return;
+                        }
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if !served {
+                            served = true;
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx, accepted)
+}
+
+#[test]
+fn upstream_connections_are_reused_then_closed_when_idle() {
+    let (addr, closed, accepted) = counting_upstream();
+    let p = Podproxy::start(
+        &[format!("/=http://{addr}")],
+        &["--upstream-idle-timeout", "1s"],
+    );
+    // Requests one after another, each on a new client connection, share one upstream
+    // connection.
+    for _ in 0..5 {
+        assert_eq!(status(&get(p.port, "/")), 200);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert!(
+        closed.try_recv().is_err(),
+        "the pooled connection closed early"
+    );
+    // Idle for the timeout, podproxy closes it (within about half the timeout more)...
+    let t = Instant::now();
+    assert_eq!(
+        closed.recv_timeout(Duration::from_secs(5)),
+        Ok("closed"),
+        "the idle upstream connection was never closed"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    // ...and the next request gets a new one.
+    assert_eq!(status(&get(p.port, "/")), 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
