@@ -1037,7 +1037,10 @@ fn nginx_as_the_upstream() {
     let r = get(p.port, "/echo-host");
     assert!(r.contains("host=shop.test xff=127.0.0.1"), "{r}");
     assert_eq!(status(&get(p.port, "/api/missing")), 404);
-    let _ = server.kill();
+    // SIGQUIT: nginx's graceful stop, which takes its worker along (SIGKILL orphans it).
+    let _ = Command::new("kill")
+        .args(["-QUIT", &server.id().to_string()])
+        .status();
     let _ = server.wait();
 }
 
