@@ -428,6 +428,75 @@ fn while_a_sink_is_down_reading_pauses_and_memory_stays_flat() {
 }
 
 #[test]
+fn batches_keep_their_line_and_byte_bounds_and_a_quiet_file_is_sent_at_the_timeout() {
+    let s = Scene::new();
+    let rx = Receiver::start(|_| Reply::status(200));
+    // Long lines (58-byte messages) meet the byte bound first, short ones (12 bytes) the line
+    // bound.
+    append(&s.log("app.log"), &seq_lines(1, 400));
+    let short: String = (401..=800).map(|i| format!("seq {i:06} x\n")).collect();
+    append(&s.log("app.log"), &short);
+    let g = Guard::spawn(&mut logship_to(
+        &s,
+        &rx.url("http", "/"),
+        &[
+            "--batch-max-lines",
+            "20",
+            "--batch-max-bytes",
+            "1000",
+            "--compression",
+            "none",
+        ],
+    ));
+    let all = |rx: &Receiver| accepted(&rx.requests(), ndjson_messages);
+    eventually("800 lines delivered", LIMIT, || {
+        all_arrived(&all(&rx), 1, 800).then_some(())
+    });
+    let batches: Vec<Vec<String>> = rx
+        .requests()
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| ndjson_messages(&r.body))
+        .collect();
+    for b in &batches {
+        let bytes: usize = b.iter().map(String::len).sum();
+        assert!(b.len() <= 20, "a batch of {} lines", b.len());
+        assert!(bytes <= 1000, "a batch of {bytes} message bytes");
+    }
+    let most_lines = batches.iter().map(Vec::len).max().unwrap_or(0);
+    let most_bytes = batches
+        .iter()
+        .map(|b| b.iter().map(String::len).sum::<usize>())
+        .max()
+        .unwrap_or(0);
+    assert_eq!(most_lines, 20, "the line bound was never reached");
+    assert!(
+        most_bytes > 1000 - 58,
+        "the byte bound was never reached: {most_bytes}"
+    );
+    // Three more lines and then quiet: only the batch timeout can send them, as one batch.
+    let before = rx.requests().len();
+    append(&s.log("app.log"), &seq_lines(801, 3));
+    eventually("the last 3 lines delivered", LIMIT, || {
+        all_arrived(&all(&rx), 801, 803).then_some(())
+    });
+    let late: Vec<Vec<String>> = rx.requests()[before..]
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| ndjson_messages(&r.body))
+        .collect();
+    assert_eq!(
+        late.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3],
+        "{late:?}"
+    );
+    let counts = seq_counts(&all(&rx));
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
+}
+
+#[test]
 fn a_refused_batch_goes_to_the_dead_letter_file_and_shipping_goes_on() {
     let s = Scene::new();
     let admin = free_port();
