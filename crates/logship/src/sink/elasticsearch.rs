@@ -149,6 +149,31 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    fn the_index_action_names_index_and_its_results_are_read_alike() {
+        let es = Elasticsearch::new("logs-app", EsAction::Index, &[]);
+        let path: Arc<str> = "/l/a.log".into();
+        let mut b = Batch::default();
+        b.push(1, &path, b"m0", 1, 0, None);
+        b.push(1, &path, b"m1", 2, 0, None);
+        let p = es.encode(&b);
+        let first = p.body.split(|c| *c == b'\n').next().expect("a line");
+        assert_eq!(first, br#"{"index":{"_index":"logs-app"}}"#);
+        let body = br#"{"errors":true,"items":[{"index":{"status":200}},{"index":{"status":503,"error":{"type":"unavailable_shards_exception","reason":"x"}}}]}"#;
+        let answer = Answer {
+            status: hyper::StatusCode::OK,
+            headers: Default::default(),
+            body: bytes::Bytes::from_static(body),
+        };
+        assert_eq!(
+            es.verdict(&answer, &p),
+            Verdict::Items {
+                retry: vec![1],
+                rejected: vec![]
+            }
+        );
+    }
+
+    #[test]
     fn items_sorted_into_retry_and_rejected() {
         let es = Elasticsearch::new("logs", EsAction::Create, &[("pod".into(), "p".into())]);
         let path: Arc<str> = "/l/a.log".into();
