@@ -25,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug)]
 pub struct ClientConn {
     pub peer: std::net::SocketAddr,
+    /// The peer's address as an `X-Forwarded-For` value, made once for the connection.
+    pub peer_value: http::HeaderValue,
     pub tls: bool,
     pub activity: Arc<Activity>,
     pub framing: Arc<Framing>,
@@ -239,9 +241,11 @@ impl Sniffer {
     /// Parses a head from `buf`; returns the bytes it used once complete, and sets the phase
     /// to the body's framing.
     fn parse_head(&mut self, buf: &[u8]) -> Option<usize> {
-        let mut headers = [httparse::EMPTY_HEADER; 128];
-        let mut req = httparse::Request::new(&mut headers);
-        let used = match req.parse(buf) {
+        // Left uninitialised for httparse to fill: zeroing 128 headers per request cost more
+        // than parsing a small head.
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
+        let mut req = httparse::Request::new(&mut []);
+        let used = match req.parse_with_uninit_headers(buf, &mut headers) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return None,
             Err(_) => {

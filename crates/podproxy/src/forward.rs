@@ -25,45 +25,48 @@ pub const MAX_REQUEST_ID: usize = 128;
 /// Removes hop-by-hop headers. With `upgrade`, the `Upgrade` header and a `Connection: upgrade`
 /// are kept (the proxy passes the upgrade on); everything else Connection names still goes.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // Most messages carry none of them: one pass over the names (no hashing) says so.
-    let hop = |n: &HeaderName| {
-        n == CONNECTION
-            || n == PROXY_CONNECTION
-            || n == KEEP_ALIVE
-            || n == TE
-            || n == TRANSFER_ENCODING
-            || n == UPGRADE
-    };
-    if !headers.keys().any(hop) {
-        if upgrade {
-            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        }
-        return;
-    }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        if !(upgrade && name == UPGRADE) {
-            headers.remove(&name);
-        }
-    }
-    for name in [
+    // One pass over the names (no hashing) finds which are present; most messages carry none
+    // of them, or only `Connection`, and only those present are looked up and removed.
+    const HOP: [HeaderName; 6] = [
         CONNECTION,
         PROXY_CONNECTION,
         KEEP_ALIVE,
         TE,
         TRANSFER_ENCODING,
-    ] {
-        headers.remove(name);
+        UPGRADE,
+    ];
+    let mut present = [false; 6];
+    for name in headers.keys() {
+        if let Some(i) = HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if present[0] {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // The usual options name no header (close) or one removed below (keep-alive).
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+    }
+    // Upgrade (the last) is handled below.
+    for (name, here) in HOP.iter().zip(present).take(5) {
+        if here {
+            headers.remove(name);
+        }
     }
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
+    } else if present[5] {
         headers.remove(UPGRADE);
     }
 }
@@ -104,8 +107,15 @@ impl TrustedProxies {
     }
 }
 
-/// Sets the X-Forwarded-* headers for a request from `peer` that arrived over `proto`.
-pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &str, trusted: &TrustedProxies) {
+/// Sets the X-Forwarded-* headers for a request from `peer` that arrived over `proto`;
+/// `peer_value` is `peer` as a header value (made once per connection).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    peer_value: &HeaderValue,
+    proto: &str,
+    trusted: &TrustedProxies,
+) {
     let from_trusted = trusted.trusts(peer);
     let prior: Vec<String> = if from_trusted {
         headers
@@ -118,13 +128,15 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &str, trusted
     } else {
         Vec::new()
     };
-    let mut chain = prior.join(", ");
-    if !chain.is_empty() {
+    if prior.is_empty() {
+        headers.insert(X_FORWARDED_FOR, peer_value.clone());
+    } else {
+        let mut chain = prior.join(", ");
         chain.push_str(", ");
-    }
-    chain.push_str(&peer.to_string());
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, v);
+        chain.push_str(&peer.to_string());
+        if let Ok(v) = HeaderValue::from_str(&chain) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
     }
     let keep_proto = from_trusted && headers.contains_key(&X_FORWARDED_PROTO);
     if !keep_proto {
@@ -146,21 +158,31 @@ pub fn set_forwarded(headers: &mut HeaderMap, peer: IpAddr, proto: &str, trusted
     }
 }
 
-/// The request id to use: the incoming one when it is short printable ASCII, else a new one.
-/// Returns it and writes it into `headers`.
-pub fn request_id(headers: &mut HeaderMap) -> String {
-    let incoming = headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.bytes().all(|b| b.is_ascii_graphic())
-        })
-        .map(str::to_string);
-    let id = incoming.unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        headers.insert(X_REQUEST_ID, v);
+/// The request id to use: the incoming one when it is short printable ASCII, else a new one
+/// (128 random bits in hex). Returns it and writes it into `headers`.
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let incoming = headers.get(&X_REQUEST_ID).filter(|v| {
+        let v = v.as_bytes();
+        !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(u8::is_ascii_graphic)
+    });
+    if let Some(v) = incoming {
+        return v.clone();
     }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
     id
+}
+
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u128>();
+    let mut text = [0u8; 32];
+    for (i, c) in text.iter_mut().enumerate() {
+        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    // Hex digits are always a valid header value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]
@@ -219,6 +241,11 @@ mod tests {
         assert!(h.get("x-other").is_none());
     }
 
+    fn forwarded(h: &mut HeaderMap, peer: &str, trusted: &TrustedProxies) {
+        let value = HeaderValue::from_str(peer).expect("value");
+        set_forwarded(h, peer.parse().expect("ip"), &value, "http", trusted);
+    }
+
     #[test]
     fn forwarded_for_is_extended_only_for_trusted_peers() {
         let trusted =
@@ -228,7 +255,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("host", "shop.example"),
         ]);
-        set_forwarded(&mut h, "10.1.2.3".parse().expect("ip"), "http", &trusted);
+        forwarded(&mut h, "10.1.2.3", &trusted);
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "shop.example");
@@ -238,12 +265,7 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("host", "a"),
         ]);
-        set_forwarded(
-            &mut spoofed,
-            "198.51.100.7".parse().expect("ip"),
-            "http",
-            &trusted,
-        );
+        forwarded(&mut spoofed, "198.51.100.7", &trusted);
         assert_eq!(spoofed["x-forwarded-for"], "198.51.100.7");
         assert_eq!(spoofed["x-forwarded-proto"], "http");
         assert!(TrustedProxies::parse(&["not-a-net".to_string()]).is_err());
@@ -257,7 +279,9 @@ mod tests {
         let mut none = HeaderMap::new();
         let id = request_id(&mut none);
         assert_eq!(id.len(), 32);
-        assert_eq!(none["x-request-id"], id.as_str());
+        assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
+        assert_eq!(none["x-request-id"], id);
+        assert_ne!(request_id(&mut HeaderMap::new()), id);
         let mut long = map(&[("x-request-id", &"x".repeat(200))]);
         assert_ne!(request_id(&mut long).len(), 200);
     }

@@ -23,6 +23,12 @@ pub fn normalize_path(path: &str) -> Result<String, NormalizeError> {
     if !path.starts_with('/') {
         return Err(NormalizeError::NotAbsolute);
     }
+    // Most paths are already normal: no percent sign, no control character, no dot segment.
+    let plain = !path.bytes().any(|b| b == b'%' || b.is_ascii_control())
+        && !path[1..].split('/').any(|s| s == "." || s == "..");
+    if plain {
+        return Ok(path.to_string());
+    }
     let decoded = decode_unreserved(path)?;
     Ok(remove_dot_segments(&decoded))
 }
@@ -122,6 +128,13 @@ mod tests {
         assert_eq!(normalize_path("/api/x/."), Ok("/api/x/".into()));
         assert_eq!(normalize_path("/"), Ok("/".into()));
         assert_eq!(normalize_path("/a//b"), Ok("/a//b".into()));
+        // Dots inside a segment are no dot segments.
+        assert_eq!(
+            normalize_path("/.well-known/x"),
+            Ok("/.well-known/x".into())
+        );
+        assert_eq!(normalize_path("/a/..b/c."), Ok("/a/..b/c.".into()));
+        assert_eq!(normalize_path("/api/x/"), Ok("/api/x/".into()));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::forward;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::route::Routes;
-use crate::upstream::{request_uri, Body, BoxError, Clients};
+use crate::upstream::{request_uri, BoxError, Clients, UpstreamBody};
 
 /// What every request needs; shared by all connections.
 pub struct Proxy {
@@ -56,7 +56,7 @@ struct Seen {
     path: String,
     query: Option<String>,
     protocol: &'static str,
-    request_id: String,
+    request_id: Option<HeaderValue>,
     host: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
@@ -77,7 +77,7 @@ impl Proxy {
         self: Arc<Self>,
         conn: Arc<ClientConn>,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, Infallible> {
+    ) -> Result<Response<ResponseBody>, Infallible> {
         // Counted for every request, in order, so the mark lands on the right one.
         let conflicting = conn.framing.next_is_conflicting();
         let in_flight = InFlight::new(&conn.activity);
@@ -104,7 +104,7 @@ impl Proxy {
             },
             query: req.uri().query().map(str::to_string),
             protocol: protocol_name(req.version()),
-            request_id: String::new(),
+            request_id: None,
             host: req.headers().get(HOST).cloned().or_else(|| {
                 req.uri()
                     .authority()
@@ -120,15 +120,19 @@ impl Proxy {
         };
         let deadline = self
             .request_timeout
-            .map(|t| tokio::time::Instant::now() + t);
+            .map(|t| tokio::time::Instant::from_std(seen.start) + t);
         // One timer per request for the wait on the upstream (the sooner of the response-head
         // timeout and the request deadline); the body's timer is made only if a body stalls.
         let forwarded = self
             .forward(&conn, req, &mut seen, conflicting, deadline)
             .await;
         let (resp, upstream_time) = match forwarded {
-            Ok(done) => done,
-            Err((status, why)) => (error_response(status, why), None),
+            Ok((r, t)) => (Ok(r), t),
+            Err((status, why)) => (Err(error_response(status, why)), None),
+        };
+        let resp = match resp {
+            Ok(r) => r.map(Reply::Upstream),
+            Err(r) => r.map(Reply::Fixed),
         };
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let mut resp = resp;
@@ -157,7 +161,7 @@ impl Proxy {
         seen: &mut Seen,
         conflicting: bool,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<(Response<Body>, Option<Duration>), (StatusCode, &'static str)> {
+    ) -> Result<(Response<UpstreamBody>, Option<Duration>), (StatusCode, &'static str)> {
         if conflicting {
             // Seen on the wire by the connection's framing sniffer (see crate::conn): refused,
             // and hyper closes the connection after the answer.
@@ -189,18 +193,20 @@ impl Proxy {
             // 400; with both Transfer-Encoding and Content-Length, Transfer-Encoding wins, the
             // length is dropped and the connection is closed after the answer. This is a second
             // line for requests built by other means (HTTP/2 is framed by its own frames).
-            let lengths: Vec<&HeaderValue> = req.headers().get_all(CONTENT_LENGTH).iter().collect();
-            if req.headers().contains_key(TRANSFER_ENCODING) && !lengths.is_empty() {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "both Transfer-Encoding and Content-Length\n",
-                ));
-            }
-            if lengths.windows(2).any(|w| w[0] != w[1]) {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    "conflicting Content-Length values\n",
-                ));
+            let mut lengths = req.headers().get_all(CONTENT_LENGTH).iter();
+            if let Some(first) = lengths.next() {
+                if req.headers().contains_key(TRANSFER_ENCODING) {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        "both Transfer-Encoding and Content-Length\n",
+                    ));
+                }
+                if lengths.any(|v| v != first) {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        "conflicting Content-Length values\n",
+                    ));
+                }
             }
         }
         let path = normalize_path(req.uri().path())
@@ -253,10 +259,11 @@ impl Proxy {
         forward::set_forwarded(
             &mut parts.headers,
             conn.peer.ip(),
+            &conn.peer_value,
             if conn.tls { "https" } else { "http" },
             &self.trusted,
         );
-        seen.request_id = forward::request_id(&mut parts.headers);
+        seen.request_id = Some(forward::request_id(&mut parts.headers));
         let mut path_and_query = route.upstream_path(&path);
         if let Some(q) = &seen.query {
             path_and_query.push('?');
@@ -279,8 +286,11 @@ impl Proxy {
         let limited = LimitedBody::new(body, self.max_body_bytes, Arc::clone(&seen.body));
         let upstream_req = Request::from_parts(parts, limited.boxed());
 
-        let sent = Instant::now();
-        let head_deadline = tokio::time::Instant::now() + self.upstream_response_timeout;
+        // The clock is read once per request (its arrival); the upstream's own time only when
+        // the access log wants it.
+        let sent = self.access_log.enabled().then(Instant::now);
+        let head_deadline =
+            tokio::time::Instant::from_std(seen.start) + self.upstream_response_timeout;
         let wait_until = deadline.map_or(head_deadline, |d| d.min(head_deadline));
         let response = match tokio::time::timeout_at(
             wait_until,
@@ -322,7 +332,7 @@ impl Proxy {
             }
             Ok(Ok(r)) => r,
         };
-        let upstream_time = sent.elapsed();
+        let upstream_time = sent.map(|t| t.elapsed());
         let mut response = response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
@@ -345,11 +355,10 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         forward::remove_hop_by_hop(&mut parts.headers, switching && upgrade);
-        if let Ok(v) = HeaderValue::from_str(&seen.request_id) {
-            parts.headers.insert(forward::X_REQUEST_ID, v);
+        if let Some(id) = &seen.request_id {
+            parts.headers.insert(forward::X_REQUEST_ID, id.clone());
         }
-        let body = body.map_err(|e| Box::new(e) as BoxError).boxed();
-        Ok((Response::from_parts(parts, body), Some(upstream_time)))
+        Ok((Response::from_parts(parts, body), upstream_time))
     }
 
     /// What the access log writes once the response is done (None when it is off).
@@ -383,7 +392,7 @@ impl Proxy {
                 duration: seen.start.elapsed(),
                 upstream,
                 upstream_time,
-                request_id: seen.request_id,
+                request_id: text(seen.request_id).unwrap_or_default(),
                 host: text(seen.host),
                 user_agent: text(seen.user_agent),
                 referer: text(seen.referer),
@@ -404,12 +413,8 @@ fn protocol_name(version: Version) -> &'static str {
     }
 }
 
-fn error_response(status: StatusCode, why: &'static str) -> Response<Body> {
-    let mut resp = Response::new(
-        Full::new(Bytes::from_static(why.as_bytes()))
-            .map_err(|e| match e {})
-            .boxed(),
-    );
+fn error_response(status: StatusCode, why: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(why.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -490,11 +495,11 @@ type OnEnd = Box<dyn FnOnce(u64) + Send + Sync>;
 /// and counts the bytes for the access log, which it writes once, when the body ends or is
 /// dropped.
 fn finish_response(
-    resp: Response<Body>,
+    resp: Response<Reply>,
     in_flight: InFlight,
     deadline: Option<tokio::time::Instant>,
     on_end: Option<OnEnd>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let (parts, body) = resp.into_parts();
     let wrapped = ResponseBody {
         inner: body,
@@ -504,11 +509,44 @@ fn finish_response(
         deadline,
         timer: None,
     };
-    Response::from_parts(parts, wrapped.boxed())
+    Response::from_parts(parts, wrapped)
 }
 
-struct ResponseBody {
-    inner: Body,
+/// What a response carries: the upstream's body, or podproxy's own short answer.
+pub enum Reply {
+    Upstream(UpstreamBody),
+    Fixed(Full<Bytes>),
+}
+
+impl Reply {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Reply::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            Reply::Fixed(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| match e {}))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::Upstream(b) => b.is_end_stream(),
+            Reply::Fixed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Reply::Upstream(b) => b.size_hint(),
+            Reply::Fixed(b) => b.size_hint(),
+        }
+    }
+}
+
+pub struct ResponseBody {
+    inner: Reply,
     bytes: u64,
     on_end: Option<OnEnd>,
     _in_flight: InFlight,
@@ -525,7 +563,7 @@ impl hyper::body::Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = self.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {

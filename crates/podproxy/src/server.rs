@@ -114,6 +114,8 @@ pub async fn serve(
         let framing = Arc::new(Framing::default());
         let client = Arc::new(ClientConn {
             peer,
+            peer_value: http::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
             tls: tls.is_some(),
             activity: Arc::clone(&activity),
             framing: Arc::clone(&framing),
