@@ -1369,3 +1369,13 @@ fn upstream_connections_are_reused_then_closed_when_idle() {
     assert_eq!(status(&get(p.port, "/")), 200);
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+#[test]
+fn an_upstream_named_by_host_name_is_resolved_at_connect() {
+    // `localhost` comes from /etc/hosts, often as ::1 before 127.0.0.1: the upstream listens on
+    // 127.0.0.1 only, so this also shows each resolved address is tried in turn.
+    let (addr, _closed, accepted) = counting_upstream();
+    let p = Podproxy::start(&[format!("/=http://localhost:{}", addr.port())], &[]);
+    assert_eq!(status(&get(p.port, "/")), 200);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

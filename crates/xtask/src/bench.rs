@@ -681,7 +681,9 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 // `cargo xtask bench podproxy`
 // ---------------------------------------------------------------------------------------------
 
-const WRK_SECONDS: u32 = 10;
+const WRK_SECONDS: u32 = 5;
+/// Rounds of wrk runs per target in `bench podproxy`; medians are reported.
+const WRK_ROUNDS: usize = 5;
 const WRK_CONNECTIONS: u32 = 50;
 
 struct Served {
@@ -749,8 +751,8 @@ pub fn bench_podproxy() -> Result<()> {
     )?;
     wait_listening(backend_port)?;
 
-    let mut results = vec![wrk_run("direct to the backend", backend_port, None)?];
-
+    // Every proxy runs for the whole bench and the wrk runs take turns, round after round, so
+    // a slow spell of this shared machine lands on every target alike; the medians are shown.
     let port = free_port()?;
     let proxy = Running(
         Command::new("/usr/bin/taskset")
@@ -773,8 +775,7 @@ pub fn bench_podproxy() -> Result<()> {
             .map_err(|e| Error::new(format!("bench: cannot start podproxy: {e}")))?,
     );
     wait_listening(port)?;
-    results.push(wrk_run("podproxy", port, Some(proxy.0.id()))?);
-    drop(proxy);
+    let podproxy_target = (port, Some(proxy.0.id()));
 
     let port = free_port()?;
     let nginx_proxy = nginx(&work.join("nginx-proxy"), &format!(
@@ -783,9 +784,7 @@ pub fn bench_podproxy() -> Result<()> {
            location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; }} }}"
     ))?;
     wait_listening(port)?;
-    let worker = child_pid(nginx_proxy.0.id());
-    results.push(wrk_run("nginx (keepalive)", port, worker)?);
-    drop(nginx_proxy);
+    let nginx_target = (port, child_pid(nginx_proxy.0.id()));
 
     let port = free_port()?;
     let dir = work.join("haproxy");
@@ -806,8 +805,23 @@ pub fn bench_podproxy() -> Result<()> {
             .map_err(|e| Error::new(format!("bench: cannot start haproxy: {e}")))?,
     );
     wait_listening(port)?;
-    results.push(wrk_run("haproxy (http-reuse)", port, Some(haproxy.0.id()))?);
-    drop(haproxy);
+    let haproxy_target = (port, Some(haproxy.0.id()));
+
+    let targets: [(&'static str, (u16, Option<u32>)); 4] = [
+        ("direct to the backend", (backend_port, None)),
+        ("podproxy", podproxy_target),
+        ("nginx (keepalive)", nginx_target),
+        ("haproxy (http-reuse)", haproxy_target),
+    ];
+    let mut rounds: Vec<Vec<Served>> = targets.iter().map(|_| Vec::new()).collect();
+    for round in 1..=WRK_ROUNDS {
+        for (i, (name, (port, pid))) in targets.iter().enumerate() {
+            println!("round {round}/{WRK_ROUNDS}: wrk {name} ...");
+            rounds[i].push(wrk_run(name, *port, *pid)?);
+        }
+    }
+    drop((proxy, nginx_proxy, haproxy));
+    let results: Vec<Served> = rounds.into_iter().map(median_of).collect();
 
     println!(
         "\n{:<24} {:>12} {:>10} {:>10} {:>12}",
@@ -885,9 +899,34 @@ fn wait_listening(port: u16) -> Result<()> {
     Ok(())
 }
 
+/// The median of each figure over a target's rounds (peak RSS: the last, which is the
+/// process's peak over all of them).
+fn median_of(mut runs: Vec<Served>) -> Served {
+    let each: Vec<String> = runs
+        .iter()
+        .map(|r| format!("{:.0}", r.req_per_sec))
+        .collect();
+    let median = |runs: &mut Vec<Served>, key: fn(&Served) -> f64| {
+        runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        runs.get(runs.len() / 2).map(key).unwrap_or(f64::NAN)
+    };
+    let req_per_sec = median(&mut runs, |r| r.req_per_sec);
+    let p50_ms = median(&mut runs, |r| r.p50_ms);
+    let p99_ms = median(&mut runs, |r| r.p99_ms);
+    let peak_rss_kib = runs.iter().filter_map(|r| r.peak_rss_kib).max();
+    let name = runs.first().map(|r| r.name).unwrap_or("?");
+    println!("{name}: req/s round by round: {}", each.join(", "));
+    Served {
+        name,
+        req_per_sec,
+        p50_ms,
+        p99_ms,
+        peak_rss_kib,
+    }
+}
+
 /// wrk on CPU 1 against the port; the peak RSS of `pid` (if given) afterwards.
 fn wrk_run(name: &'static str, port: u16, pid: Option<u32>) -> Result<Served> {
-    println!("wrk: {name} ...");
     let out = Command::new("/usr/bin/taskset")
         .args([
             "-c",
