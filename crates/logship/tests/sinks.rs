@@ -652,8 +652,8 @@ fn batch_now() -> i128 {
 fn elasticsearch_retries_only_the_items_that_failed_for_now() {
     let s = Scene::new();
     let dead = s.dir.path().join("dead.ndjson");
-    // Items ending in 3 are refused with 429 the first time they come; items ending in 7 always
-    // fail mapping (400). Everything else is created.
+    // Items ending in 3 are refused with 429 and those ending in 5 with 503 the first time they
+    // come; items ending in 7 always fail mapping (400). Everything else is created.
     let seen = Arc::new(Mutex::new(HashSet::<u64>::new()));
     let created = Arc::new(Mutex::new(Vec::<String>::new()));
     let (seen2, created2) = (Arc::clone(&seen), Arc::clone(&created));
@@ -690,6 +690,10 @@ fn elasticsearch_retries_only_the_items_that_failed_for_now() {
                 errors = true;
                 serde_json::json!({"create": {"_index": "logs-app-default", "status": 429,
                     "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}})
+            } else if n % 10 == 5 && seen2.lock().expect("lock").insert(n) {
+                errors = true;
+                serde_json::json!({"create": {"_index": "logs-app-default", "status": 503,
+                    "error": {"type": "unavailable_shards_exception", "reason": "primary shard is not active"}}})
             } else {
                 created2.lock().expect("lock").push(msg);
                 serde_json::json!({"create": {"_index": "logs-app-default", "status": 201, "result": "created"}})
@@ -702,6 +706,7 @@ fn elasticsearch_retries_only_the_items_that_failed_for_now() {
             .body(body.to_string())
     });
     append(&s.log("app.log"), &seq_lines(1, 100));
+    let admin = free_port();
     let g = Guard::spawn(&mut logship_to(
         &s,
         &rx.url("elasticsearch", "/logs-app-default"),
@@ -710,6 +715,8 @@ fn elasticsearch_retries_only_the_items_that_failed_for_now() {
             "25",
             "--dead-letter-file",
             dead.to_str().expect("utf-8"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
         ],
     ));
     let expected: Vec<u64> = (1..=100).filter(|n| n % 10 != 7).collect();
@@ -733,12 +740,12 @@ fn elasticsearch_retries_only_the_items_that_failed_for_now() {
                 .filter(|l| l.starts_with(b"{\"@timestamp"))
                 .map(|l| String::from_utf8_lossy(l).to_string())
                 .collect();
-            !msgs.is_empty() && msgs.iter().all(|m| seq_of_doc(m) % 10 == 3)
+            !msgs.is_empty() && msgs.iter().all(|m| matches!(seq_of_doc(m) % 10, 3 | 5))
         })
         .collect();
     assert!(
         !retries.is_empty(),
-        "retry requests with only the 429 items"
+        "retry requests with only the 429 and 503 items"
     );
     eventually("the refused items in the dead-letter file", LIMIT, || {
         let text = std::fs::read_to_string(&dead).ok()?;
@@ -754,6 +761,16 @@ fn elasticsearch_retries_only_the_items_that_failed_for_now() {
         let msg = d["event"]["message"].as_str().expect("message").to_string();
         assert_eq!(seq_counts(&[msg]).into_keys().next().expect("seq") % 10, 7);
     }
+    // The refused items are counted as rejected, once each.
+    let m = eventually("rejected items counted", LIMIT, || {
+        let m = metrics(admin);
+        (sample(&m, "logship_sink_events_rejected_total", &[]) >= 10.0).then_some(m)
+    });
+    assert_eq!(
+        sample(&m, "logship_sink_events_rejected_total", &[]),
+        10.0,
+        "{m}"
+    );
     g.signal("TERM");
     assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
 }
