@@ -371,7 +371,7 @@ fn a_receiver_down_at_start_failing_down_again_and_slow_gets_every_line() {
 }
 
 #[test]
-fn while_a_sink_is_down_reading_pauses_and_memory_stays_flat() {
+fn while_a_sink_is_down_reading_pauses_memory_stays_flat_and_a_rotated_file_is_not_lost() {
     let s = Scene::new();
     let admin = free_port();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -412,13 +412,20 @@ fn while_a_sink_is_down_reading_pauses_and_memory_stays_flat() {
         read < 14.0 * 1024.0 * 1024.0,
         "read {read} bytes while the sink was down"
     );
+    // The file is rotated away (renamed out of the glob) while the sink is still down, and a
+    // new one takes its place: the rotated file's unread part is still shipped.
+    std::fs::rename(s.log("app.log"), s.logs().join("app.log.1")).expect("rotate");
+    let more: String = (120_001..=130_000u64)
+        .map(|i| format!("seq {i:06} {pad}\n"))
+        .collect();
+    append(&s.log("app.log"), &more);
     std::thread::sleep(Duration::from_secs(1));
     let rss_down = peak_rss_kib(g.0.id()).expect("rss");
     rx.resume();
     eventually(
-        "120 000 lines once the receiver is up",
+        "130 000 lines once the receiver is up",
         Duration::from_secs(120),
-        || all_arrived(&accepted(&rx.requests(), ndjson_messages), 1, 120_000).then_some(()),
+        || all_arrived(&accepted(&rx.requests(), ndjson_messages), 1, 130_000).then_some(()),
     );
     let rss = peak_rss_kib(g.0.id()).expect("rss");
     assert!(rss_down < 64 * 1024, "peak RSS {rss_down} KiB while down");
