@@ -983,10 +983,12 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
         "{}",
         &answer[..answer.len().min(300)]
     );
-    // Neither direction was buffered whole: podproxy's peak stays far below one body.
+    // Neither direction was buffered whole: podproxy's peak stays far below one body. (This
+    // debug build peaks at 35-50 MiB here, read buffers and allocator caches included; one
+    // body held whole would add 192 MiB.)
     let peak = peak_rss_kib(p.child.id());
     assert!(
-        peak > 0 && peak < 48 * 1024,
+        peak > 0 && peak < 96 * 1024,
         "podproxy peak RSS {peak} KiB while moving 192 MiB each way"
     );
 }
