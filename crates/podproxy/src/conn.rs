@@ -149,6 +149,9 @@ impl Sniffer {
                     match self.parse_head(data) {
                         Some(used) => data = &data[used..],
                         None => {
+                            if data.len() > MAX_HEAD {
+                                self.phase = Phase::Off;
+                            }
                             if !matches!(self.phase, Phase::Off) {
                                 self.head.extend_from_slice(data);
                             }

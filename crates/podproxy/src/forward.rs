@@ -165,8 +165,10 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
         let v = v.as_bytes();
         !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(u8::is_ascii_graphic)
     });
-    if let Some(v) = incoming {
-        return v.clone();
+    if let Some(v) = incoming.cloned() {
+        // Inserted again, so that a repeated header reaches the upstream as this one value.
+        headers.insert(X_REQUEST_ID, v.clone());
+        return v;
     }
     let id = new_request_id();
     headers.insert(X_REQUEST_ID, id.clone());
@@ -282,6 +284,9 @@ mod tests {
         assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
         assert_eq!(none["x-request-id"], id);
         assert_ne!(request_id(&mut HeaderMap::new()), id);
+        let mut twice = map(&[("x-request-id", "a"), ("x-request-id", "b")]);
+        assert_eq!(request_id(&mut twice), "a");
+        assert_eq!(twice.get_all("x-request-id").iter().count(), 1);
         let mut long = map(&[("x-request-id", &"x".repeat(200))]);
         assert_ne!(request_id(&mut long).len(), 200);
     }

@@ -138,22 +138,35 @@ impl Http1Pool {
         }
     }
 
-    /// The newest idle connection to `host:port` that can take a request.
+    /// The newest idle connection to `host:port` that can take a request now. One that cannot
+    /// yet (its response has ended but hyper is still sending the request body, as after an
+    /// early 401 or 413 to an upload) is put back at the oldest end rather than waited for: the
+    /// wait would be as long as that upload. Each idle connection is looked at once at most.
     async fn checkout(&self, host: &str, port: u16) -> Option<SendRequest<Body>> {
+        let mut left: Option<usize> = None;
         loop {
-            let idle = {
+            let Idle { mut send, since } = {
                 let mut slots = self.shared.slots.lock().unwrap_or_else(|p| p.into_inner());
                 let slot = slots
                     .iter_mut()
                     .find(|s| s.port == port && s.host == host)?;
+                let n = left.get_or_insert(slot.idle.len());
+                *n = n.checked_sub(1)?;
                 slot.idle.pop()?
             };
-            let Idle { mut send, since } = idle;
             if send.is_closed() || since.elapsed() >= self.shared.idle_timeout {
                 continue;
             }
-            if send.is_ready() || send.ready().await.is_ok() {
-                return Some(send);
+            match std::future::poll_fn(|cx| Poll::Ready(send.poll_ready(cx))).await {
+                Poll::Ready(Ok(())) => return Some(send),
+                Poll::Ready(Err(_)) => continue,
+                Poll::Pending => {
+                    let mut slots = self.shared.slots.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(slot) = slots.iter_mut().find(|s| s.port == port && s.host == host)
+                    {
+                        slot.idle.insert(0, Idle { send, since });
+                    }
+                }
             }
         }
     }

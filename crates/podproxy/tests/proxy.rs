@@ -1381,3 +1381,61 @@ fn an_upstream_named_by_host_name_is_resolved_at_connect() {
     assert_eq!(status(&get(p.port, "/")), 200);
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[test]
+fn a_connection_still_sending_an_upload_is_not_handed_to_the_next_request() {
+    // The upstream answers an upload 401 at once, before its body, and goes on reading it;
+    // other requests get 200.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let upload = buf.starts_with(b"POST /upload");
+                        buf.drain(..end + 4);
+                        if upload {
+                            let _ = conn.write_all(
+                                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope",
+                            );
+                            // The body is read and dropped for as long as it comes.
+                            while matches!(conn.read(&mut chunk), Ok(n) if n > 0) {}
+                            return;
+                        }
+                        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                    }
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let p = Podproxy::start(
+        &[format!("/=http://{addr}")],
+        &["--upstream-response-timeout", "3s"],
+    );
+    // A: a 10 MB upload of which 1 KiB is sent, then the client stalls with the connection open.
+    let mut a = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    a.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n")
+        .expect("head");
+    a.write_all(&[b'u'; 1024]).expect("body");
+    a.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut answer = [0u8; 512];
+    let n = a.read(&mut answer).expect("A's answer");
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 401"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // B, while A's upload is still open: served at once on another connection, not a 504.
+    let t = Instant::now();
+    assert_eq!(status(&get(p.port, "/")), 200);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    drop(a);
+}
