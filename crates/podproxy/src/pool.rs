@@ -66,8 +66,31 @@ struct Slot {
 }
 
 struct Shared {
+    /// One slot per upstream, made on first use and never removed, so an index stays valid.
     slots: Mutex<Vec<Slot>>,
     idle_timeout: Duration,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The index of `host:port`'s slot, made if it is the first request there.
+    fn slot(&self, host: &str, port: u16) -> usize {
+        let mut slots = self.lock();
+        match slots.iter().position(|s| s.port == port && s.host == host) {
+            Some(i) => i,
+            None => {
+                slots.push(Slot {
+                    host: host.to_string(),
+                    port,
+                    idle: Vec::new(),
+                });
+                slots.len() - 1
+            }
+        }
+    }
 }
 
 /// The pool; cheap to clone (one shared state).
@@ -100,9 +123,10 @@ impl Http1Pool {
     ) -> Result<Response<PooledBody>, PoolError> {
         let mut req = req;
         to_origin_form(&mut req, host, port);
+        let slot = self.shared.slot(host, port);
         let mut retried = false;
         loop {
-            let (mut send, reused) = match self.checkout(host, port).await {
+            let (mut send, reused) = match self.checkout(slot).await {
                 Some(send) => (send, true),
                 None => match self.connect(host, port).await {
                     Ok(send) => (send, false),
@@ -121,10 +145,10 @@ impl Http1Pool {
                     let back = keep.then(|| Return {
                         send,
                         pool: Arc::clone(&self.shared),
-                        port,
-                        host: host.to_string(),
+                        slot,
                     });
-                    return Ok(Response::from_parts(parts, PooledBody::new(body, back)));
+                    let body = PooledBody { inner: body, back };
+                    return Ok(Response::from_parts(parts, body));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused || !retried => {
@@ -142,17 +166,15 @@ impl Http1Pool {
     /// yet (its response has ended but hyper is still sending the request body, as after an
     /// early 401 or 413 to an upload) is put back at the oldest end rather than waited for: the
     /// wait would be as long as that upload. Each idle connection is looked at once at most.
-    async fn checkout(&self, host: &str, port: u16) -> Option<SendRequest<Body>> {
+    async fn checkout(&self, slot: usize) -> Option<SendRequest<Body>> {
         let mut left: Option<usize> = None;
         loop {
             let Idle { mut send, since } = {
-                let mut slots = self.shared.slots.lock().unwrap_or_else(|p| p.into_inner());
-                let slot = slots
-                    .iter_mut()
-                    .find(|s| s.port == port && s.host == host)?;
-                let n = left.get_or_insert(slot.idle.len());
+                let mut slots = self.shared.lock();
+                let idle = &mut slots.get_mut(slot)?.idle;
+                let n = left.get_or_insert(idle.len());
                 *n = n.checked_sub(1)?;
-                slot.idle.pop()?
+                idle.pop()?
             };
             if send.is_closed() || since.elapsed() >= self.shared.idle_timeout {
                 continue;
@@ -161,10 +183,8 @@ impl Http1Pool {
                 Poll::Ready(Ok(())) => return Some(send),
                 Poll::Ready(Err(_)) => continue,
                 Poll::Pending => {
-                    let mut slots = self.shared.slots.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(slot) = slots.iter_mut().find(|s| s.port == port && s.host == host)
-                    {
-                        slot.idle.insert(0, Idle { send, since });
+                    if let Some(s) = self.shared.lock().get_mut(slot) {
+                        s.idle.insert(0, Idle { send, since });
                     }
                 }
             }
@@ -254,8 +274,7 @@ async fn reap(shared: Weak<Shared>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let mut slots = shared.slots.lock().unwrap_or_else(|p| p.into_inner());
-        for slot in slots.iter_mut() {
+        for slot in shared.lock().iter_mut() {
             slot.idle
                 .retain(|i| !i.send.is_closed() && i.since.elapsed() < shared.idle_timeout);
         }
@@ -266,8 +285,7 @@ async fn reap(shared: Weak<Shared>) {
 struct Return {
     send: SendRequest<Body>,
     pool: Arc<Shared>,
-    host: String,
-    port: u16,
+    slot: usize,
 }
 
 impl Return {
@@ -275,22 +293,13 @@ impl Return {
         if self.send.is_closed() {
             return;
         }
-        let mut slots = self.pool.slots.lock().unwrap_or_else(|p| p.into_inner());
-        let idle = Idle {
-            send: self.send,
-            since: Instant::now(),
-        };
-        match slots
-            .iter_mut()
-            .find(|s| s.port == self.port && s.host == self.host)
-        {
-            Some(slot) if slot.idle.len() < MAX_IDLE_PER_UPSTREAM => slot.idle.push(idle),
-            Some(_) => {}
-            None => slots.push(Slot {
-                host: self.host,
-                port: self.port,
-                idle: vec![idle],
-            }),
+        if let Some(slot) = self.pool.lock().get_mut(self.slot) {
+            if slot.idle.len() < MAX_IDLE_PER_UPSTREAM {
+                slot.idle.push(Idle {
+                    send: self.send,
+                    since: Instant::now(),
+                });
+            }
         }
     }
 }
@@ -299,12 +308,6 @@ impl Return {
 pub struct PooledBody {
     inner: Incoming,
     back: Option<Return>,
-}
-
-impl PooledBody {
-    fn new(inner: Incoming, back: Option<Return>) -> PooledBody {
-        PooledBody { inner, back }
-    }
 }
 
 impl hyper::body::Body for PooledBody {

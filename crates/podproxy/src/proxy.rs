@@ -127,12 +127,8 @@ impl Proxy {
             .forward(&conn, req, &mut seen, conflicting, deadline)
             .await;
         let (resp, upstream_time) = match forwarded {
-            Ok((r, t)) => (Ok(r), t),
-            Err((status, why)) => (Err(error_response(status, why)), None),
-        };
-        let resp = match resp {
-            Ok(r) => r.map(Reply::Upstream),
-            Err(r) => r.map(Reply::Fixed),
+            Ok((r, t)) => (r.map(Reply::Upstream), t),
+            Err((status, why)) => (error_response(status, why).map(Reply::Fixed), None),
         };
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         let mut resp = resp;

@@ -148,6 +148,15 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// A 200 answer with `body`.
+    fn ok_answer(body: &'static [u8]) -> Answer {
+        Answer {
+            status: hyper::StatusCode::OK,
+            headers: Default::default(),
+            body: bytes::Bytes::from_static(body),
+        }
+    }
+
     #[test]
     fn the_index_action_names_index_and_its_results_are_read_alike() {
         let es = Elasticsearch::new("logs-app", EsAction::Index, &[]);
@@ -159,11 +168,7 @@ mod tests {
         let first = p.body.split(|c| *c == b'\n').next().expect("a line");
         assert_eq!(first, br#"{"index":{"_index":"logs-app"}}"#);
         let body = br#"{"errors":true,"items":[{"index":{"status":200}},{"index":{"status":503,"error":{"type":"unavailable_shards_exception","reason":"x"}}}]}"#;
-        let answer = Answer {
-            status: hyper::StatusCode::OK,
-            headers: Default::default(),
-            body: bytes::Bytes::from_static(body),
-        };
+        let answer = ok_answer(body);
         assert_eq!(
             es.verdict(&answer, &p),
             Verdict::Items {
@@ -197,11 +202,7 @@ mod tests {
             {"create":{"_index":"logs","status":201}},
             {"create":{"_index":"logs","status":429,"error":{"type":"es_rejected_execution_exception","reason":"busy"}}},
             {"create":{"_index":"logs","status":400,"error":{"type":"mapper_parsing_exception","reason":"bad field"}}}]}"#;
-        let answer = Answer {
-            status: hyper::StatusCode::OK,
-            headers: Default::default(),
-            body: bytes::Bytes::from_static(body),
-        };
+        let answer = ok_answer(body);
         assert_eq!(
             es.verdict(&answer, &p),
             Verdict::Items {
@@ -210,13 +211,8 @@ mod tests {
             }
         );
         // Items the answer leaves out, or without a status, are sent again.
-        let short = Answer {
-            status: hyper::StatusCode::OK,
-            headers: Default::default(),
-            body: bytes::Bytes::from_static(
-                br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{}}]}"#,
-            ),
-        };
+        let short =
+            ok_answer(br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{}}]}"#);
         assert_eq!(
             es.verdict(&short, &p),
             Verdict::Items {
