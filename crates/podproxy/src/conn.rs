@@ -49,6 +49,11 @@ impl Activity {
         })
     }
 
+    /// Bytes moved (reads and writes that moved any) so far.
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
     fn touch(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
     }
@@ -294,12 +299,19 @@ impl Sniffer {
     }
 }
 
+/// HTTP/2's connection preface (RFC 9113 section 3.4), which a client speaking HTTP/2 with
+/// prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// A client connection's byte stream as hyper reads and writes it: every byte counts as
-/// activity, and the bytes read feed the framing sniffer.
+/// activity, and the bytes read feed the framing sniffer. The first bytes, read to tell the
+/// protocol ([`ClientIo::is_http2`]), are kept and given to hyper first.
 pub struct ClientIo<T> {
     inner: T,
     activity: Arc<Activity>,
     sniffer: Sniffer,
+    /// Read before hyper took over, not handed to it yet.
+    first: Vec<u8>,
 }
 
 impl<T> ClientIo<T> {
@@ -314,6 +326,31 @@ impl<T> ClientIo<T> {
                 requests: 0,
                 framing,
             },
+            first: Vec::new(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> ClientIo<T> {
+    /// Reads the connection's first bytes, as many as it takes to tell HTTP/2 with prior
+    /// knowledge (its preface) from HTTP/1 (anything else; also a connection closed before
+    /// saying). This is hyper-util's auto detection, done in the wrapper every read already
+    /// passes through rather than in one more layer.
+    pub async fn is_http2(&mut self) -> io::Result<bool> {
+        use tokio::io::AsyncReadExt;
+        self.first.reserve(1024);
+        loop {
+            let n = self.inner.read_buf(&mut self.first).await?;
+            if n > 0 {
+                self.activity.touch();
+            }
+            let have = &self.first[..self.first.len().min(H2_PREFACE.len())];
+            if have != &H2_PREFACE[..have.len()] || n == 0 {
+                return Ok(false);
+            }
+            if have.len() == H2_PREFACE.len() {
+                return Ok(true);
+            }
         }
     }
 }
@@ -324,6 +361,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.first.is_empty() {
+            let this = &mut *self;
+            let n = this.first.len().min(buf.remaining());
+            buf.put_slice(&this.first[..n]);
+            this.sniffer.feed(&this.first[..n]);
+            this.first.drain(..n);
+            if this.first.is_empty() {
+                this.first = Vec::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {

@@ -128,7 +128,8 @@ impl Http1Pool {
         loop {
             let (mut send, reused) = match self.checkout(slot).await {
                 Some(send) => (send, true),
-                None => match self.connect(host, port).await {
+                // Boxed, as the rarer path, to keep the future of every request small.
+                None => match Box::pin(self.connect(host, port)).await {
                     Ok(send) => (send, false),
                     Err(e @ PoolError::Connect { .. }) if !retried => {
                         tracing::debug!(error = %e, "connect failed; trying once more");

@@ -1,18 +1,30 @@
 //! Listening and draining. Each listener accepts connections (at most `--max-connections` open
-//! at once) and serves HTTP/1.1 and HTTP/2 cleartext (prior knowledge) with hyper-util's auto
-//! builder, upgrades included. On shutdown: `/ready` turns 503 and the ready file goes at once;
-//! the listeners keep accepting for `--drain-delay` (endpoints are still leaving the Service),
-//! then close; keep-alive clients are asked to go (`Connection: close`, HTTP/2 GOAWAY), and
-//! requests in flight get up to `--drain-timeout` to finish.
+//! at once) and serves HTTP/1.1 (upgrades included) or HTTP/2: by ALPN under TLS, else by the
+//! first bytes (HTTP/2's preface is prior knowledge, RFC 9113 section 3.4), with hyper's own
+//! connection builders. On shutdown: `/ready` turns 503 and the ready file goes at once; the
+//! listeners keep accepting for `--drain-delay` (endpoints are still leaving the Service), then
+//! close; keep-alive clients are asked to go (`Connection: close`, HTTP/2 GOAWAY), and requests
+//! in flight get up to `--drain-timeout` to finish.
+//!
+//! A connection's task polls only its hyper connection: the idle timeout and the drain reach it
+//! through [`Control`] (a flag and a waker), set by one sweeper for all connections, instead of
+//! timers and channels that every wake-up of every connection would poll.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use hyper::service::service_fn;
+use atomic_waker::AtomicWaker;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use podkit_runtime::Shutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -29,6 +41,183 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// What the sweeper has asked of a connection (0: nothing yet).
+const GRACEFUL: u8 = 1;
+const CLOSE: u8 = 2;
+
+/// How the sweeper reaches one connection's task.
+#[derive(Default)]
+struct Control {
+    ask: AtomicU8,
+    waker: AtomicWaker,
+}
+
+impl Control {
+    fn ask(&self, what: u8) {
+        self.ask.fetch_max(what, Ordering::AcqRel);
+        self.waker.wake();
+    }
+}
+
+/// A connection as the sweeper sees it.
+struct Tracked {
+    control: Arc<Control>,
+    activity: Arc<Activity>,
+    /// The activity count last seen, and since when it has stood still with nothing in flight.
+    seen: u64,
+    quiet_since: Instant,
+}
+
+/// Every open connection, by number.
+#[derive(Default)]
+struct Open {
+    conns: Mutex<HashMap<u64, Tracked>>,
+}
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every `step`, closes the connections that have moved no byte and had no request in flight
+    /// for `idle`.
+    async fn sweep(self: Arc<Self>, idle: Duration) {
+        let step = (idle / 4).max(Duration::from_millis(100));
+        loop {
+            tokio::time::sleep(step).await;
+            if Arc::strong_count(&self) == 1 {
+                return;
+            }
+            let now = Instant::now();
+            for t in self.lock().values_mut() {
+                let events = t.activity.events();
+                if events != t.seen || t.activity.in_flight.load(Ordering::SeqCst) > 0 {
+                    t.seen = events;
+                    t.quiet_since = now;
+                } else if now.duration_since(t.quiet_since) >= idle {
+                    t.control.ask(CLOSE);
+                }
+            }
+        }
+    }
+
+    fn ask_all(&self, what: u8) {
+        for t in self.lock().values() {
+            t.control.ask(what);
+        }
+    }
+}
+
+/// The HTTP/1 and HTTP/2 connection settings, made once.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+/// A hyper connection that can be asked to finish gracefully.
+trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming>,
+    S::Error: Into<BoxError>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    S: HttpService<Incoming>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives `conn` until it ends, or until the sweeper closes it (idle) or asks it to finish.
+async fn drive<C: Graceful>(conn: C, control: &Control) -> Result<(), BoxError> {
+    let mut conn = std::pin::pin!(conn);
+    let mut finishing = false;
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        control.waker.register(cx.waker());
+        match control.ask.load(Ordering::Acquire) {
+            CLOSE => return Poll::Ready(Ok(())),
+            GRACEFUL if !finishing => {
+                finishing = true;
+                conn.as_mut().graceful();
+            }
+            _ => {}
+        }
+        conn.as_mut().poll(cx).map_err(BoxError::from)
+    })
+    .await
+}
+
+/// Runs `fut` unless the sweeper asks for `stop` (or more) first: the steps before hyper's
+/// connection (the TLS handshake, reading the first bytes) are cut by the idle timeout too, and
+/// a connection that has not said which protocol it speaks, so sent no request, is closed at
+/// the drain.
+async fn unless_asked<F: Future>(fut: F, control: &Control, stop: u8) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(|cx: &mut Context<'_>| {
+        control.waker.register(cx.waker());
+        if control.ask.load(Ordering::Acquire) >= stop {
+            return Poll::Ready(None);
+        }
+        fut.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+/// Serves one connection's byte stream: HTTP/2 if `h2` says so (ALPN) or, when it does not
+/// say, if the client starts with HTTP/2's preface; HTTP/1.1 otherwise.
+async fn serve_io<T, S>(
+    mut io: ClientIo<T>,
+    h2: Option<bool>,
+    builders: &Builders,
+    service: S,
+    control: &Control,
+) -> Result<(), BoxError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService<Incoming, Error = std::convert::Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
+{
+    let h2 = match h2 {
+        Some(h2) => h2,
+        None => match unless_asked(io.is_http2(), control, GRACEFUL).await {
+            Some(h2) => h2?,
+            None => return Ok(()),
+        },
+    };
+    if h2 {
+        let conn = builders.http2.serve_connection(TokioIo::new(io), service);
+        drive(conn, control).await
+    } else {
+        let conn = builders
+            .http1
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        drive(conn, control).await
+    }
+}
+
 /// Serves `listeners` until `stop_accepting` resolves, then drains for at most `drain_timeout`.
 /// Returns the number of connections that were still open when the drain timed out.
 pub async fn serve(
@@ -39,20 +228,22 @@ pub async fn serve(
     stop_accepting: Shutdown,
     drain_timeout: Duration,
 ) -> usize {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_concurrent_streams(256)
         // CVE-2023-44487 (rapid reset): hyper caps pending accept resets per connection.
         .max_pending_accept_reset_streams(Some(20));
-    let graceful = GracefulShutdown::new();
+    let builders = Arc::new(Builders { http1, http2 });
+    let open = Arc::new(Open::default());
+    tokio::spawn(Arc::clone(&open).sweep(limits.idle_timeout));
+    let mut next_id: u64 = 0;
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
     for listener in listeners {
@@ -120,48 +311,54 @@ pub async fn serve(
             activity: Arc::clone(&activity),
             framing: Arc::clone(&framing),
         });
-        let service = service_fn(move |req| Arc::clone(&proxy).handle(Arc::clone(&client), req));
-        let conn: std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send>,
-        > = match &tls {
-            None => {
-                let io = ClientIo::new(stream, Arc::clone(&activity), framing);
-                let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), service)
-                    .into_owned();
-                Box::pin(graceful.watch(conn))
-            }
-            Some(acceptor) => {
-                // The handshake counts against the header read timeout, like the head.
-                let accepting =
-                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let activity = Arc::clone(&activity);
-                Box::pin(async move {
-                    let stream = accepting
-                        .await
-                        .map_err(|_| -> BoxError { "TLS handshake timed out".into() })??;
-                    let io = ClientIo::new(stream, activity, framing);
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(io), service)
-                        .into_owned();
-                    watcher.watch(conn).await
-                })
-            }
-        };
-        let idle = limits.idle_timeout;
+        let service = hyper::service::service_fn(move |req| {
+            Arc::clone(&proxy).handle(Arc::clone(&client), req)
+        });
+        let control = Arc::new(Control::default());
+        next_id += 1;
+        let id = next_id;
+        open.lock().insert(
+            id,
+            Tracked {
+                control: Arc::clone(&control),
+                activity: Arc::clone(&activity),
+                seen: activity.events(),
+                quiet_since: Instant::now(),
+            },
+        );
+        let builders = Arc::clone(&builders);
+        let open = Arc::clone(&open);
+        let tls = tls.clone();
+        let header_read_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let ended = tokio::select! {
-                ended = conn => ended,
-                _ = activity.idle(idle) => {
-                    tracing::debug!(client = %peer, "closing a connection idle for {}", podkit_runtime::units::format_duration(idle));
-                    Ok(())
+            let ended = match tls {
+                None => {
+                    let io = ClientIo::new(stream, activity, framing);
+                    serve_io(io, None, &builders, service, &control).await
+                }
+                Some(acceptor) => {
+                    // The handshake counts against the header read timeout, like the head.
+                    let handshake =
+                        tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
+                    match unless_asked(handshake, &control, CLOSE).await {
+                        None => Ok(()),
+                        Some(Err(_)) => Err("TLS handshake timed out".into()),
+                        Some(Ok(Err(e))) => Err(e.into()),
+                        Some(Ok(Ok(stream))) => {
+                            let h2 = stream.get_ref().1.alpn_protocol().map(|p| p == b"h2");
+                            let io = ClientIo::new(stream, activity, framing);
+                            serve_io(io, h2, &builders, service, &control).await
+                        }
+                    }
                 }
             };
+            if control.ask.load(Ordering::Acquire) == CLOSE {
+                tracing::debug!(client = %peer, "closed a connection idle for {}", podkit_runtime::units::format_duration(limits.idle_timeout));
+            }
             if let Err(e) = ended {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
+            open.lock().remove(&id);
             metrics.open_connections.dec();
             drop(permit);
         });
@@ -176,10 +373,13 @@ pub async fn serve(
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    match tokio::time::timeout_at(deadline, graceful.shutdown()).await {
-        Ok(()) => 0,
-        Err(_) => limits.max_connections - permits.available_permits(),
+    open.ask_all(GRACEFUL);
+    while permits.available_permits() < limits.max_connections
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    limits.max_connections - permits.available_permits()
 }
 
 /// After the listeners close, how long connections get to leave on their own before idle ones

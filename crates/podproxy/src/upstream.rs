@@ -72,9 +72,11 @@ impl Clients {
                     Err(e) => Err(SendError::Pool(e)),
                 };
             }
-            (Upstream::Http { .. }, true) => self.h2c.request(req).await,
-            (Upstream::Unix(_), false) => self.unix1.request(req).await,
-            (Upstream::Unix(_), true) => self.unix_h2c.request(req).await,
+            // Boxed: these futures are large, and unboxed they would make every request's
+            // future (the HTTP/1.1 pool's too) as large, to be moved around on each request.
+            (Upstream::Http { .. }, true) => Box::pin(self.h2c.request(req)).await,
+            (Upstream::Unix(_), false) => Box::pin(self.unix1.request(req)).await,
+            (Upstream::Unix(_), true) => Box::pin(self.unix_h2c.request(req)).await,
         };
         legacy
             .map(|r| r.map(UpstreamBody::Plain))

@@ -490,6 +490,17 @@ fn idle_client_connections_are_closed() {
         waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
         "closed after {waited:?}"
     );
+    // A connection that never sends a byte (so never says which protocol it speaks).
+    let mut silent = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    silent.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let t = Instant::now();
+    let n = silent.read(&mut [0u8; 16]).unwrap_or(0);
+    let waited = t.elapsed();
+    assert_eq!(n, 0, "a silent connection got bytes");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "silent connection closed after {waited:?}"
+    );
     // A request in flight longer than the idle timeout is not idle: /drip streams for 5s with
     // a byte every 200ms, /slow is silent for 3s while the request is in flight.
     assert_eq!(get(p.port, "/drip").matches("tick").count(), 25);
@@ -663,7 +674,18 @@ fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
     let inflight: Vec<_> = (0..4)
         .map(|_| std::thread::spawn(move || get(port, "/slow")))
         .collect();
+    // Connections that hold no request do not hold up the drain: one that has sent nothing
+    // yet, and one kept alive after its answer.
+    let mut silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    kept.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    kept.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut answer = [0u8; 512];
+    let n = kept.read(&mut answer).expect("kept-alive answer");
+    assert_eq!(status(&String::from_utf8_lossy(&answer[..n])), 200);
     std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
     let ok = Command::new("kill")
         .arg("-TERM")
         .arg(p.child.id().to_string())
@@ -704,6 +726,15 @@ fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(0));
+    // Well before --drain-timeout (10s): /slow's 3s, the grace and the log flush.
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "the drain took {:?}",
+        signalled.elapsed()
+    );
+    silent.set_read_timeout(Some(LIMIT)).expect("timeout");
+    assert_eq!(silent.read(&mut [0u8; 16]).unwrap_or(0), 0);
+    assert_eq!(kept.read(&mut [0u8; 16]).unwrap_or(0), 0);
 }
 
 fn ready_status(admin: u16) -> u16 {
