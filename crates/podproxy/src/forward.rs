@@ -22,53 +22,140 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest `X-Request-Id` passed on as it came.
 pub const MAX_REQUEST_ID: usize = 128;
 
-/// Removes hop-by-hop headers. With `upgrade`, the `Upgrade` header and a `Connection: upgrade`
-/// are kept (the proxy passes the upgrade on); everything else Connection names still goes.
-pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    // One pass over the names (no hashing) finds which are present; most messages carry none
-    // of them, or only `Connection`, and only those present are looked up and removed.
-    const HOP: [HeaderName; 6] = [
-        CONNECTION,
-        PROXY_CONNECTION,
-        KEEP_ALIVE,
-        TE,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ];
-    let mut present = [false; 6];
-    for name in headers.keys() {
+/// The hop-by-hop headers of RFC 9110 section 7.6.1 (besides those Connection names); Upgrade
+/// is last.
+const HOP: [HeaderName; 6] = [
+    CONNECTION,
+    PROXY_CONNECTION,
+    KEEP_ALIVE,
+    TE,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
+
+/// Which of [`HOP`] a message carries.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HopByHop([bool; 6]);
+
+impl HopByHop {
+    fn note(&mut self, name: &HeaderName) {
         if let Some(i) = HOP.iter().position(|h| h == name) {
-            present[i] = true;
+            self.0[i] = true;
         }
     }
-    if present[0] {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // The usual options name no header (close) or one removed below (keep-alive).
-            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(upgrade && name == UPGRADE) {
-                headers.remove(&name);
+
+    pub fn transfer_encoding(&self) -> bool {
+        self.0[4]
+    }
+
+    /// One pass over the names, no hashing.
+    pub fn find(headers: &HeaderMap) -> HopByHop {
+        let mut found = HopByHop::default();
+        for name in headers.keys() {
+            found.note(name);
+        }
+        found
+    }
+
+    /// Removes them (found by [`HopByHop::find`] or [`scan`] on these `headers`). With
+    /// `upgrade`, the `Upgrade` header and a `Connection: upgrade` are kept (the proxy passes the
+    /// upgrade on); everything else Connection names still goes. Returns whether Connection
+    /// named other headers, which were removed too.
+    pub fn remove(self, headers: &mut HeaderMap, upgrade: bool) -> bool {
+        let present = self.0;
+        let mut named_others = false;
+        if present[0] {
+            let named: Vec<HeaderName> = headers
+                .get_all(CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(str::trim)
+                // The usual options name no header (close) or one removed below (keep-alive).
+                .filter(|t| {
+                    !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close")
+                })
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .collect();
+            for name in named {
+                if !(upgrade && name == UPGRADE) {
+                    named_others |= !HOP.contains(&name);
+                    headers.remove(&name);
+                }
+            }
+        }
+        // Upgrade (the last) is handled below.
+        for (name, here) in HOP.iter().zip(present).take(5) {
+            if here {
+                headers.remove(name);
+            }
+        }
+        if upgrade {
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        } else if present[5] {
+            headers.remove(UPGRADE);
+        }
+        named_others
+    }
+}
+
+/// Removes hop-by-hop headers; see [`HopByHop::remove`].
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    HopByHop::find(headers).remove(headers, upgrade);
+}
+
+/// What one pass over a request's headers finds, so that no fact costs a lookup of its own
+/// (each lookup hashes the name; most requests carry a handful of headers, compared here by
+/// their well-known names).
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub hop: HopByHop,
+    pub host: Option<HeaderValue>,
+    pub content_length: Option<HeaderValue>,
+    /// Content-Length came more than once with different values.
+    pub content_lengths_differ: bool,
+    /// The client asks for an upgrade: an Upgrade header, and a Connection header naming it.
+    pub upgrade: bool,
+    /// `TE: trailers`: the client takes trailers.
+    pub te_trailers: bool,
+    pub request_id: Option<HeaderValue>,
+    pub request_ids: usize,
+}
+
+pub fn scan(headers: &HeaderMap) -> Scanned {
+    let mut found = Scanned::default();
+    let mut connection_upgrade = false;
+    for (name, value) in headers.iter() {
+        if *name == HOST {
+            if found.host.is_none() {
+                found.host = Some(value.clone());
+            }
+        } else if *name == http::header::CONTENT_LENGTH {
+            match &found.content_length {
+                None => found.content_length = Some(value.clone()),
+                Some(first) => found.content_lengths_differ |= first != value,
+            }
+        } else if *name == X_REQUEST_ID {
+            found.request_ids += 1;
+            if found.request_id.is_none() {
+                found.request_id = Some(value.clone());
+            }
+        } else {
+            found.hop.note(name);
+            if *name == CONNECTION {
+                connection_upgrade |= tokens(value).any(|t| t.eq_ignore_ascii_case("upgrade"));
+            } else if *name == TE {
+                found.te_trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case("trailers"));
             }
         }
     }
-    // Upgrade (the last) is handled below.
-    for (name, here) in HOP.iter().zip(present).take(5) {
-        if here {
-            headers.remove(name);
-        }
-    }
-    if upgrade {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else if present[5] {
-        headers.remove(UPGRADE);
-    }
+    found.upgrade = found.hop.0[5] && connection_upgrade;
+    found
+}
+
+/// The comma-separated tokens of a header value.
+fn tokens(value: &HeaderValue) -> impl Iterator<Item = &str> {
+    value.to_str().unwrap_or_default().split(',').map(str::trim)
 }
 
 /// Proxies whose `X-Forwarded-For` we extend rather than replace.
@@ -109,11 +196,13 @@ impl TrustedProxies {
 
 /// Sets the X-Forwarded-* headers for a request from `peer` that arrived over `proto`;
 /// `peer_value` is `peer` as a header value (made once per connection).
+/// `host` is the request's Host header, if any.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,
     peer_value: &HeaderValue,
     proto: &str,
+    host: Option<&HeaderValue>,
     trusted: &TrustedProxies,
 ) {
     let from_trusted = trusted.trusts(peer);
@@ -147,9 +236,9 @@ pub fn set_forwarded(
     }
     let keep_host = from_trusted && headers.contains_key(&X_FORWARDED_HOST);
     if !keep_host {
-        match headers.get(HOST).cloned() {
+        match host {
             Some(host) => {
-                headers.insert(X_FORWARDED_HOST, host);
+                headers.insert(X_FORWARDED_HOST, host.clone());
             }
             None => {
                 headers.remove(X_FORWARDED_HOST);
@@ -158,17 +247,24 @@ pub fn set_forwarded(
     }
 }
 
-/// The request id to use: the incoming one when it is short printable ASCII, else a new one
-/// (128 random bits in hex). Returns it and writes it into `headers`.
-pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    let incoming = headers.get(&X_REQUEST_ID).filter(|v| {
+/// The request id to use: the incoming one (`incoming`, the first of `count`) when it is
+/// short printable ASCII, else a new one (128 random bits in hex). Returns it, and leaves it in
+/// `headers` as the one value.
+pub fn request_id(
+    headers: &mut HeaderMap,
+    incoming: Option<&HeaderValue>,
+    count: usize,
+) -> HeaderValue {
+    let sane = incoming.filter(|v| {
         let v = v.as_bytes();
         !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(u8::is_ascii_graphic)
     });
-    if let Some(v) = incoming.cloned() {
-        // Inserted again, so that a repeated header reaches the upstream as this one value.
-        headers.insert(X_REQUEST_ID, v.clone());
-        return v;
+    if let Some(v) = sane {
+        if count > 1 {
+            // A repeated header reaches the upstream as this one value.
+            headers.insert(X_REQUEST_ID, v.clone());
+        }
+        return v.clone();
     }
     let id = new_request_id();
     headers.insert(X_REQUEST_ID, id.clone());
@@ -245,7 +341,15 @@ mod tests {
 
     fn forwarded(h: &mut HeaderMap, peer: &str, trusted: &TrustedProxies) {
         let value = HeaderValue::from_str(peer).expect("value");
-        set_forwarded(h, peer.parse().expect("ip"), &value, "http", trusted);
+        let host = h.get(HOST).cloned();
+        set_forwarded(
+            h,
+            peer.parse().expect("ip"),
+            &value,
+            "http",
+            host.as_ref(),
+            trusted,
+        );
     }
 
     #[test]
@@ -274,20 +378,72 @@ mod tests {
         assert!(trusted.trusts("::ffff:10.0.0.1".parse().expect("mapped v4")));
     }
 
+    fn id_of(h: &mut HeaderMap) -> HeaderValue {
+        let found = scan(h);
+        request_id(h, found.request_id.as_ref(), found.request_ids)
+    }
+
     #[test]
     fn request_ids_are_kept_when_sane_and_generated_otherwise() {
         let mut h = map(&[("x-request-id", "abc-123")]);
-        assert_eq!(request_id(&mut h), "abc-123");
+        assert_eq!(id_of(&mut h), "abc-123");
+        assert_eq!(h["x-request-id"], "abc-123");
         let mut none = HeaderMap::new();
-        let id = request_id(&mut none);
+        let id = id_of(&mut none);
         assert_eq!(id.len(), 32);
         assert!(id.as_bytes().iter().all(u8::is_ascii_hexdigit), "{id:?}");
         assert_eq!(none["x-request-id"], id);
-        assert_ne!(request_id(&mut HeaderMap::new()), id);
+        assert_ne!(id_of(&mut HeaderMap::new()), id);
         let mut twice = map(&[("x-request-id", "a"), ("x-request-id", "b")]);
-        assert_eq!(request_id(&mut twice), "a");
+        assert_eq!(id_of(&mut twice), "a");
         assert_eq!(twice.get_all("x-request-id").iter().count(), 1);
         let mut long = map(&[("x-request-id", &"x".repeat(200))]);
-        assert_ne!(request_id(&mut long).len(), 200);
+        let new = id_of(&mut long);
+        assert_ne!(new.len(), 200);
+        assert_eq!(
+            long.get_all("x-request-id").iter().collect::<Vec<_>>(),
+            [new]
+        );
+    }
+
+    #[test]
+    fn one_scan_finds_what_the_proxy_asks_of_a_request() {
+        let h = map(&[
+            ("host", "shop.example"),
+            ("host", "second"),
+            ("content-length", "5"),
+            ("content-length", "6"),
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "gzip, trailers"),
+            ("x-request-id", "r1"),
+        ]);
+        let found = scan(&h);
+        assert_eq!(
+            found.host.as_ref().map(|v| v.as_bytes()),
+            Some(&b"shop.example"[..])
+        );
+        assert_eq!(
+            found.content_length.as_ref().map(|v| v.as_bytes()),
+            Some(&b"5"[..])
+        );
+        assert!(found.content_lengths_differ);
+        assert!(found.upgrade && found.te_trailers);
+        assert_eq!(found.request_ids, 1);
+        let plain = scan(&map(&[
+            ("upgrade", "websocket"),
+            ("content-length", "5"),
+            ("content-length", "5"),
+        ]));
+        assert!(
+            !plain.upgrade,
+            "Upgrade without Connection: upgrade is no upgrade"
+        );
+        assert!(!plain.content_lengths_differ && !plain.te_trailers);
+        // Connection naming an end-to-end header: it goes, and the caller is told.
+        let mut named = map(&[("connection", "x-request-id"), ("x-request-id", "r")]);
+        let found = scan(&named);
+        assert!(found.hop.remove(&mut named, false));
+        assert!(named.is_empty());
     }
 }

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, REFERER, TRANSFER_ENCODING, UPGRADE, USER_AGENT};
+use http::header::{HOST, REFERER, USER_AGENT};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
@@ -85,6 +85,7 @@ impl Proxy {
         let http1 = req.version() < Version::HTTP_2;
         let logging = self.access_log.enabled();
         let header = |name| logging.then(|| req.headers().get(name).cloned()).flatten();
+        let found = forward::scan(req.headers());
         let mut seen = Seen {
             start: Instant::now(),
             start_nanos: if logging {
@@ -105,7 +106,7 @@ impl Proxy {
             query: req.uri().query().map(str::to_string),
             protocol: protocol_name(req.version()),
             request_id: None,
-            host: req.headers().get(HOST).cloned().or_else(|| {
+            host: found.host.clone().or_else(|| {
                 req.uri()
                     .authority()
                     .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
@@ -124,7 +125,7 @@ impl Proxy {
         // One timer per request for the wait on the upstream (the sooner of the response-head
         // timeout and the request deadline); the body's timer is made only if a body stalls.
         let forwarded = self
-            .forward(&conn, req, &mut seen, conflicting, deadline)
+            .forward(&conn, req, found, &mut seen, conflicting, deadline)
             .await;
         let (resp, upstream_time) = match forwarded {
             Ok((r, t)) => (r.map(Reply::Upstream), t),
@@ -154,6 +155,7 @@ impl Proxy {
         &self,
         conn: &ClientConn,
         mut req: Request<Incoming>,
+        found: forward::Scanned,
         seen: &mut Seen,
         conflicting: bool,
         deadline: Option<tokio::time::Instant>,
@@ -189,15 +191,14 @@ impl Proxy {
             // 400; with both Transfer-Encoding and Content-Length, Transfer-Encoding wins, the
             // length is dropped and the connection is closed after the answer. This is a second
             // line for requests built by other means (HTTP/2 is framed by its own frames).
-            let mut lengths = req.headers().get_all(CONTENT_LENGTH).iter();
-            if let Some(first) = lengths.next() {
-                if req.headers().contains_key(TRANSFER_ENCODING) {
+            if found.content_length.is_some() {
+                if found.hop.transfer_encoding() {
                     return Err((
                         StatusCode::BAD_REQUEST,
                         "both Transfer-Encoding and Content-Length\n",
                     ));
                 }
-                if lengths.any(|v| v != first) {
+                if found.content_lengths_differ {
                     return Err((
                         StatusCode::BAD_REQUEST,
                         "conflicting Content-Length values\n",
@@ -222,32 +223,26 @@ impl Proxy {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
         }
 
-        let upgrade = req.version() < Version::HTTP_2
-            && req.headers().contains_key(UPGRADE)
-            && req
-                .headers()
-                .get_all(http::header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| {
-                    v.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-                });
+        let upgrade = req.version() < Version::HTTP_2 && found.upgrade;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
         // TE is hop-by-hop, but "TE: trailers" says the client takes trailers, which a gRPC
         // server needs to hear (the one TE value HTTP/2 allows, RFC 9113 section 8.2.2):
         // passed on, as the end-to-end fact it is.
-        let trailers = parts
-            .headers
-            .get_all(http::header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-        forward::remove_hop_by_hop(&mut parts.headers, upgrade);
-        if trailers {
+        let named_others = found.hop.remove(&mut parts.headers, upgrade);
+        // Rarely, Connection names end-to-end headers, which are gone now: looked up again.
+        let (host_header, request_id, request_ids) = if named_others {
+            let ids = parts.headers.get_all(forward::X_REQUEST_ID).iter().count();
+            (
+                parts.headers.get(HOST).cloned(),
+                parts.headers.get(forward::X_REQUEST_ID).cloned(),
+                ids,
+            )
+        } else {
+            (found.host, found.request_id, found.request_ids)
+        };
+        if found.te_trailers {
             parts
                 .headers
                 .insert(http::header::TE, HeaderValue::from_static("trailers"));
@@ -257,9 +252,14 @@ impl Proxy {
             conn.peer.ip(),
             &conn.peer_value,
             if conn.tls { "https" } else { "http" },
+            host_header.as_ref(),
             &self.trusted,
         );
-        seen.request_id = Some(forward::request_id(&mut parts.headers));
+        seen.request_id = Some(forward::request_id(
+            &mut parts.headers,
+            request_id.as_ref(),
+            request_ids,
+        ));
         let mut path_and_query = route.upstream_path(&path);
         if let Some(q) = &seen.query {
             path_and_query.push('?');
@@ -274,7 +274,7 @@ impl Proxy {
         };
         if route.h2c {
             parts.headers.remove(HOST);
-        } else if !parts.headers.contains_key(HOST) {
+        } else if host_header.is_none() {
             if let Some(h) = host {
                 parts.headers.insert(HOST, h);
             }
