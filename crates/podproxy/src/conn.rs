@@ -249,6 +249,15 @@ impl Sniffer {
     /// Parses a head from `buf`; returns the bytes it used once complete, and sets the phase
     /// to the body's framing.
     fn parse_head(&mut self, buf: &[u8]) -> Option<usize> {
+        match plain_head(buf) {
+            Head::Partial => return None,
+            Head::Plain(used) => {
+                self.requests += 1;
+                self.phase = Phase::Head;
+                return Some(used);
+            }
+            Head::Parse => {}
+        }
         // Left uninitialised for httparse to fill: zeroing 128 headers per request cost more
         // than parsing a small head.
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; 128];
@@ -302,6 +311,51 @@ impl Sniffer {
 /// HTTP/2's connection preface (RFC 9113 section 3.4), which a client speaking HTTP/2 with
 /// prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What a look at a head's lines, before httparse, tells.
+#[derive(Debug, PartialEq)]
+enum Head {
+    /// No end of the head yet.
+    Partial,
+    /// An HTTP/1.x head of this many bytes with no line that could be Content-Length,
+    /// Transfer-Encoding or Upgrade, and no CONNECT: no body follows it, the next head does.
+    Plain(usize),
+    /// Anything else: httparse reads it.
+    Parse,
+}
+
+/// The usual head (a GET, a HEAD) needs no full parse to be followed: its end is the first
+/// empty line (RFC 9112 section 2.1), and with none of the headers that frame a body or end
+/// HTTP/1 (compared by name, case-insensitively, as a line's start) nothing follows but the
+/// next head. Whatever looks different in the least is left to httparse, as is a request line
+/// that does not end in HTTP/1.0 or HTTP/1.1 (HTTP/2's preface among them).
+fn plain_head(buf: &[u8]) -> Head {
+    const FRAMING: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"upgrade"];
+    let mut start = 0;
+    let mut first = true;
+    loop {
+        let Some(nl) = memchr::memchr(b'\n', &buf[start..]) else {
+            return Head::Partial;
+        };
+        let line = &buf[start..start + nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        start += nl + 1;
+        if first {
+            let http1 = line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0");
+            if !http1 || line.starts_with(b"CONNECT ") {
+                return Head::Parse;
+            }
+            first = false;
+        } else if line.is_empty() {
+            return Head::Plain(start);
+        } else if FRAMING
+            .iter()
+            .any(|name| line.len() >= name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+        {
+            return Head::Parse;
+        }
+    }
+}
 
 /// A client connection's byte stream as hyper reads and writes it: every byte counts as
 /// activity, and the bytes read feed the framing sniffer. The first bytes, read to tell the
@@ -475,6 +529,79 @@ mod tests {
         assert_eq!(sniff(&[&tricky, get]), (2, 0, false));
         // HTTP/2's preface stops the sniffer.
         assert!(sniff(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]).2);
+    }
+
+    /// Detection on `chunks` written one by one (then the writer closes): what it says, and
+    /// what a reader gets afterwards.
+    async fn detect(chunks: &[&[u8]]) -> (bool, Vec<u8>, u64) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(64);
+        let framing = Arc::new(Framing::default());
+        let mut io = ClientIo::new(server, Activity::new(), Arc::clone(&framing));
+        let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
+        let writer = tokio::spawn(async move {
+            for c in chunks {
+                client.write_all(&c).await.expect("write");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let h2 = io.is_http2().await.expect("detect");
+        writer.await.expect("writer");
+        let mut rest = Vec::new();
+        io.read_to_end(&mut rest).await.expect("read");
+        (h2, rest, io.sniffer.requests)
+    }
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_http2_and_are_read_again() {
+        let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        // The preface split across reads, then a frame.
+        let (h2, rest, _) =
+            detect(&[&preface[..3], &preface[3..20], &preface[20..], b"FRAME"]).await;
+        assert!(h2);
+        assert_eq!(rest, [preface, b"FRAME"].concat());
+        // HTTP/1 is known at the first byte that differs; the head still reaches the sniffer.
+        let post = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        let (h2, rest, requests) = detect(&[&post[..1], &post[1..]]).await;
+        assert!(!h2);
+        assert_eq!(rest, post);
+        assert_eq!(requests, 1);
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let (h2, rest, requests) = detect(&[&get[..]]).await;
+        assert!(!h2);
+        assert_eq!(rest, get);
+        assert_eq!(requests, 1);
+        // Closed part-way through the preface, or at once.
+        assert!(!detect(&[b"PRI * HT"]).await.0);
+        assert_eq!(detect(&[]).await, (false, Vec::new(), 0));
+    }
+
+    #[test]
+    fn plain_heads_are_followed_without_a_full_parse_and_the_rest_are_parsed() {
+        let get = b"GET /a HTTP/1.1\r\nHost: a\r\nUser-Agent: x\r\n\r\nGET /b";
+        assert_eq!(plain_head(get), Head::Plain(get.len() - 6));
+        assert_eq!(plain_head(b"GET / HTTP/1.0\n\n"), Head::Plain(16));
+        assert_eq!(plain_head(b"GET / HTTP/1.1\r\nHost: a\r\n"), Head::Partial);
+        for framed in [
+            &b"POST / HTTP/1.1\r\nCONTENT-length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\ntransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(
+                plain_head(framed),
+                Head::Parse,
+                "{:?}",
+                String::from_utf8_lossy(framed)
+            );
+        }
+        // Plain GETs between framed requests are counted, so the mark lands on the right one.
+        let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let smuggle = b"POST /z HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let all = [&get[..], get, get, smuggle].concat();
+        assert_eq!(sniff(&[&all]), (4, 4, true));
     }
 
     #[test]

@@ -273,10 +273,11 @@ pub fn request_id(
 
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let n = rand::random::<u128>();
+    let random = rand::random::<[u8; 16]>();
     let mut text = [0u8; 32];
-    for (i, c) in text.iter_mut().enumerate() {
-        *c = HEX[((n >> (124 - 4 * i)) & 0xf) as usize];
+    for (pair, b) in text.chunks_exact_mut(2).zip(random) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
     // Hex digits are always a valid header value.
     HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&text))
