@@ -736,6 +736,7 @@ pub fn bench_podproxy() -> Result<()> {
         .ok_or_else(|| Error::new("`cargo xtask dist` built no podproxy"))?
         .path
         .clone();
+    let bare = dist::example("podproxy", "bare_hyper_proxy")?;
     let work = crate::cmd::workspace_root()
         .join("target")
         .join("bench-podproxy");
@@ -754,28 +755,33 @@ pub fn bench_podproxy() -> Result<()> {
     // Every proxy runs for the whole bench and the wrk runs take turns, round after round, so
     // a slow spell of this shared machine lands on every target alike; the medians are shown.
     let port = free_port()?;
-    let proxy = Running(
-        Command::new("/usr/bin/taskset")
-            .args(["-c", "0"])
-            .arg(&podproxy)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--route", &format!("/=http://127.0.0.1:{backend_port}")])
-            .args([
-                "--access-log",
-                "off",
-                "--log-level",
-                "warn",
-                "--drain-delay",
-                "0",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::new(format!("bench: cannot start podproxy: {e}")))?,
-    );
-    wait_listening(port)?;
-    let podproxy_target = (port, Some(proxy.0.id()));
+    let (proxy, podproxy_target) = on_cpu0(
+        &podproxy,
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--route".into(),
+            format!("/=http://127.0.0.1:{backend_port}"),
+            "--access-log".into(),
+            "off".into(),
+            "--log-level".into(),
+            "warn".into(),
+            "--drain-delay".into(),
+            "0".into(),
+        ],
+        port,
+    )?;
+
+    // hyper's own cost: the least a hyper HTTP/1.1 proxy does (crates/podproxy/examples).
+    let port = free_port()?;
+    let (bare_proxy, bare_target) = on_cpu0(
+        &bare,
+        &[
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{backend_port}"),
+        ],
+        port,
+    )?;
 
     let port = free_port()?;
     let nginx_proxy = nginx(&work.join("nginx-proxy"), &format!(
@@ -794,24 +800,18 @@ pub fn bench_podproxy() -> Result<()> {
         "global\n  nbthread 1\n  maxconn 4096\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n\
          frontend f\n  bind 127.0.0.1:{port}\n  default_backend b\nbackend b\n  http-reuse always\n  server s1 127.0.0.1:{backend_port}\n"
     )).map_err(|e| Error::new(format!("bench: {e}")))?;
-    let haproxy = Running(
-        Command::new("/usr/bin/taskset")
-            .args(["-c", "0", "/usr/sbin/haproxy", "-db", "-f"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| Error::new(format!("bench: cannot start haproxy: {e}")))?,
-    );
-    wait_listening(port)?;
-    let haproxy_target = (port, Some(haproxy.0.id()));
+    let (haproxy, haproxy_target) = on_cpu0(
+        Path::new("/usr/sbin/haproxy"),
+        &["-db".into(), "-f".into(), cfg.display().to_string()],
+        port,
+    )?;
 
-    let targets: [(&'static str, (u16, Option<u32>)); 4] = [
+    let targets: [(&'static str, (u16, Option<u32>)); 5] = [
         ("direct to the backend", (backend_port, None)),
         ("podproxy", podproxy_target),
         ("nginx (keepalive)", nginx_target),
         ("haproxy (http-reuse)", haproxy_target),
+        ("bare hyper proxy", bare_target),
     ];
     let mut rounds: Vec<Vec<Served>> = targets.iter().map(|_| Vec::new()).collect();
     for round in 1..=WRK_ROUNDS {
@@ -820,7 +820,7 @@ pub fn bench_podproxy() -> Result<()> {
             rounds[i].push(wrk_run(name, *port, *pid)?);
         }
     }
-    drop((proxy, nginx_proxy, haproxy));
+    drop((proxy, nginx_proxy, haproxy, bare_proxy));
     let results: Vec<Served> = rounds.into_iter().map(median_of).collect();
 
     println!(
@@ -852,7 +852,33 @@ pub fn bench_podproxy() -> Result<()> {
         ours.peak_rss_kib.map(|k| human_size(k * 1024)).unwrap_or_default(),
         if ours.peak_rss_kib.is_some_and(|k| k <= 16 * 1024) { "met" } else { "MISSED" },
     );
+    let bare = &results[4];
+    println!(
+        "bare hyper proxy (no routing, headers, limits, timeouts, logs or metrics): {:.0} req/s, \
+         {:.0}% of nginx's; podproxy is {:.0}% of the bare hyper proxy",
+        bare.req_per_sec,
+        100.0 * bare.req_per_sec / theirs.req_per_sec,
+        100.0 * ours.req_per_sec / bare.req_per_sec,
+    );
     Ok(())
+}
+
+/// `program` with `args` on CPU 0, once it listens on `port`: the process, and the bench
+/// target (its port and pid).
+fn on_cpu0(program: &Path, args: &[String], port: u16) -> Result<(Running, (u16, Option<u32>))> {
+    let child = Command::new("/usr/bin/taskset")
+        .args(["-c", "0"])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(format!("bench: cannot start {}: {e}", program.display())))?;
+    let running = Running(child);
+    wait_listening(port)?;
+    let pid = running.0.id();
+    Ok((running, (port, Some(pid))))
 }
 
 /// nginx in the foreground on CPU 0, one worker, with `server` as its http block's content.

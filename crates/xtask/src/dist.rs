@@ -62,13 +62,7 @@ fn cargo_target_dir() -> PathBuf {
 
 pub fn dist() -> Result<Vec<DistBinary>> {
     let triple = target_triple();
-    // RUSTFLAGS (with --target) reaches only the target crates, not build scripts
-    // or proc macros, which must stay dynamic. CARGO_ENCODED_RUSTFLAGS would
-    // override it, so it goes.
-    let mut rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
-    if !rustflags.contains("crt-static") {
-        rustflags = format!("{rustflags} {STATIC_RUSTFLAGS}").trim().to_string();
-    }
+    let rustflags = static_rustflags();
     let mut profiles: Vec<&str> = BINARIES.iter().map(|(_, p)| *p).collect();
     profiles.sort_unstable();
     profiles.dedup();
@@ -134,6 +128,47 @@ pub fn dist() -> Result<Vec<DistBinary>> {
         );
     }
     Ok(built)
+}
+
+/// RUSTFLAGS with [`STATIC_RUSTFLAGS`] added. With --target, RUSTFLAGS reaches only the target
+/// crates, not build scripts or proc macros, which must stay dynamic; CARGO_ENCODED_RUSTFLAGS
+/// would override it, so callers remove it.
+fn static_rustflags() -> String {
+    let rustflags = std::env::var("RUSTFLAGS").unwrap_or_default();
+    if rustflags.contains("crt-static") {
+        rustflags
+    } else {
+        format!("{rustflags} {STATIC_RUSTFLAGS}").trim().to_string()
+    }
+}
+
+/// Builds `package`'s example `name` as the shipped binaries are built (release, static, same
+/// target directory, so their dependencies are built once) and returns its path.
+pub fn example(package: &str, name: &str) -> Result<PathBuf> {
+    let triple = target_triple();
+    let mut build = cmd::cargo();
+    build
+        .args([
+            "build",
+            "--release",
+            "--target",
+            &triple,
+            "-p",
+            package,
+            "--example",
+            name,
+        ])
+        .env("RUSTFLAGS", static_rustflags())
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    cmd::run(
+        &mut build,
+        &format!("read the compiler errors above (`cargo build -p {package} --example {name}`)"),
+    )?;
+    Ok(cargo_target_dir()
+        .join(&triple)
+        .join("release")
+        .join("examples")
+        .join(name))
 }
 
 /// Copies through a temporary name and renames, so target/dist never holds a
