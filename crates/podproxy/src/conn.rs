@@ -415,7 +415,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.first.is_empty() {
+        if !self.first.is_empty() && buf.remaining() > 0 {
             let this = &mut *self;
             let n = this.first.len().min(buf.remaining());
             buf.put_slice(&this.first[..n]);

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -41,21 +41,58 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// What the sweeper has asked of a connection (0: nothing yet).
+/// What the sweeper has asked of a connection, as bits (0: nothing yet).
 const GRACEFUL: u8 = 1;
 const CLOSE: u8 = 2;
 
 /// How the sweeper reaches one connection's task.
-#[derive(Default)]
 struct Control {
     ask: AtomicU8,
     waker: AtomicWaker,
+    /// The connection's activity, and its count when the sweeper asked it to close.
+    activity: Arc<Activity>,
+    sampled: AtomicU64,
 }
 
 impl Control {
+    fn new(activity: Arc<Activity>) -> Control {
+        Control {
+            ask: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
+            activity,
+            sampled: AtomicU64::new(0),
+        }
+    }
+
     fn ask(&self, what: u8) {
-        self.ask.fetch_max(what, Ordering::AcqRel);
+        self.ask.fetch_or(what, Ordering::AcqRel);
         self.waker.wake();
+    }
+
+    /// The sweeper found the connection idle with its activity count at `events`.
+    fn ask_close(&self, events: u64) {
+        self.sampled.store(events, Ordering::Release);
+        self.ask(CLOSE);
+    }
+
+    /// Whether the connection is to close now: asked to, and still as idle as when the
+    /// sweeper looked. The connection's task decides, not the sweeper: on a multi-threaded
+    /// runtime a request may have come in between the sweeper's look and its ask, and it is
+    /// served (the ask is withdrawn).
+    fn closing(&self) -> bool {
+        if self.ask.load(Ordering::Acquire) & CLOSE == 0 {
+            return false;
+        }
+        let idle = self.activity.events() == self.sampled.load(Ordering::Acquire)
+            && self.activity.in_flight.load(Ordering::SeqCst) == 0;
+        if !idle {
+            self.ask.fetch_and(!CLOSE, Ordering::AcqRel);
+        }
+        idle
+    }
+
+    fn graceful_asked(&self) -> bool {
+        self.ask.load(Ordering::Acquire) & GRACEFUL != 0
     }
 }
 
@@ -95,7 +132,7 @@ impl Open {
                     t.seen = events;
                     t.quiet_since = now;
                 } else if now.duration_since(t.quiet_since) >= idle {
-                    t.control.ask(CLOSE);
+                    t.control.ask_close(events);
                 }
             }
         }
@@ -153,31 +190,40 @@ async fn drive<C: Graceful>(conn: C, control: &Control) -> Result<(), BoxError> 
     let mut finishing = false;
     std::future::poll_fn(|cx: &mut Context<'_>| {
         control.waker.register(cx.waker());
-        match control.ask.load(Ordering::Acquire) {
-            CLOSE => return Poll::Ready(Ok(())),
-            GRACEFUL if !finishing => {
-                finishing = true;
-                conn.as_mut().graceful();
-            }
-            _ => {}
+        // hyper reads what has come first (an HTTP/2 handshake, a first request), so that an
+        // ask made before this connection was first polled does not drop what was sent.
+        if let Poll::Ready(ended) = conn.as_mut().poll(cx) {
+            return Poll::Ready(ended.map_err(BoxError::from));
         }
-        conn.as_mut().poll(cx).map_err(BoxError::from)
+        if control.closing() {
+            return Poll::Ready(Ok(()));
+        }
+        if control.graceful_asked() && !finishing {
+            finishing = true;
+            conn.as_mut().graceful();
+            return conn.as_mut().poll(cx).map_err(BoxError::from);
+        }
+        Poll::Pending
     })
     .await
 }
 
-/// Runs `fut` unless the sweeper asks for `stop` (or more) first: the steps before hyper's
-/// connection (the TLS handshake, reading the first bytes) are cut by the idle timeout too, and
-/// a connection that has not said which protocol it speaks, so sent no request, is closed at
-/// the drain.
-async fn unless_asked<F: Future>(fut: F, control: &Control, stop: u8) -> Option<F::Output> {
+/// Runs `fut` unless the sweeper closes the connection first (or, with `graceful`, drains it):
+/// the steps before hyper's connection (the TLS handshake, reading the first bytes) are cut by
+/// the idle timeout too, and a connection that has not said which protocol it speaks, so sent
+/// no request, is closed at the drain.
+async fn unless_asked<F: Future>(fut: F, control: &Control, graceful: bool) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx: &mut Context<'_>| {
         control.waker.register(cx.waker());
-        if control.ask.load(Ordering::Acquire) >= stop {
+        // What has come already is read first.
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if control.closing() || (graceful && control.graceful_asked()) {
             return Poll::Ready(None);
         }
-        fut.as_mut().poll(cx).map(Some)
+        Poll::Pending
     })
     .await
 }
@@ -201,7 +247,7 @@ where
 {
     let h2 = match h2 {
         Some(h2) => h2,
-        None => match unless_asked(io.is_http2(), control, GRACEFUL).await {
+        None => match unless_asked(io.is_http2(), control, true).await {
             Some(h2) => h2?,
             None => return Ok(()),
         },
@@ -314,7 +360,7 @@ pub async fn serve(
         let service = hyper::service::service_fn(move |req| {
             Arc::clone(&proxy).handle(Arc::clone(&client), req)
         });
-        let control = Arc::new(Control::default());
+        let control = Arc::new(Control::new(Arc::clone(&activity)));
         next_id += 1;
         let id = next_id;
         open.lock().insert(
@@ -340,7 +386,7 @@ pub async fn serve(
                     // The handshake counts against the header read timeout, like the head.
                     let handshake =
                         tokio::time::timeout(header_read_timeout, acceptor.accept(stream));
-                    match unless_asked(handshake, &control, CLOSE).await {
+                    match unless_asked(handshake, &control, false).await {
                         None => Ok(()),
                         Some(Err(_)) => Err("TLS handshake timed out".into()),
                         Some(Ok(Err(e))) => Err(e.into()),
@@ -352,7 +398,7 @@ pub async fn serve(
                     }
                 }
             };
-            if control.ask.load(Ordering::Acquire) == CLOSE {
+            if control.ask.load(Ordering::Acquire) & CLOSE != 0 {
                 tracing::debug!(client = %peer, "closed a connection idle for {}", podkit_runtime::units::format_duration(limits.idle_timeout));
             }
             if let Err(e) = ended {
@@ -385,3 +431,35 @@ pub async fn serve(
 /// After the listeners close, how long connections get to leave on their own before idle ones
 /// are closed.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conn::InFlight;
+
+    #[test]
+    fn a_close_ask_is_withdrawn_when_a_request_came_after_the_sweepers_look() {
+        let activity = Activity::new();
+        let control = Control::new(Arc::clone(&activity));
+        assert!(!control.closing());
+        // Still as the sweeper saw it: closes.
+        control.ask_close(activity.events());
+        assert!(control.closing());
+        // A request arrived between the look and the ask: served, and the ask withdrawn.
+        let control = Control::new(Arc::clone(&activity));
+        control.ask_close(activity.events());
+        let request = InFlight::new(&activity);
+        assert!(!control.closing());
+        assert_eq!(control.ask.load(Ordering::Acquire) & CLOSE, 0);
+        // Its bytes alone (the request done) are enough to withdraw it too.
+        let seen = activity.events();
+        drop(request);
+        control.ask_close(seen);
+        assert!(!control.closing());
+        // The drain's ask stays when a close is withdrawn.
+        control.ask(GRACEFUL);
+        control.ask_close(seen);
+        assert!(!control.closing());
+        assert!(control.graceful_asked());
+    }
+}
