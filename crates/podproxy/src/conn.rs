@@ -58,24 +58,49 @@ impl Activity {
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Resolves once the connection has had no request in flight and moved no byte for `idle`
-    /// (noticed within a quarter of `idle` after that, at least 100ms).
+    /// The start of an idle watch: quiet from now on.
+    pub fn quiet(&self) -> Quiet {
+        Quiet {
+            seen: self.events(),
+            since: Instant::now(),
+        }
+    }
+
+    /// Looks again at `now`: how long the connection has had no request in flight and moved no
+    /// byte (a move or a request restarts the count).
+    pub fn quiet_for(&self, quiet: &mut Quiet, now: Instant) -> Duration {
+        let events = self.events();
+        if events != quiet.seen || self.in_flight.load(Ordering::SeqCst) > 0 {
+            quiet.seen = events;
+            quiet.since = now;
+        }
+        now.duration_since(quiet.since)
+    }
+
+    /// Resolves once the connection has been quiet for `idle` (noticed within
+    /// [`idle_step`] after that).
     pub async fn idle(&self, idle: Duration) {
-        let step = (idle / 4).max(Duration::from_millis(100));
-        let mut seen = self.events.load(Ordering::Relaxed);
-        let mut quiet_since = Instant::now();
+        let mut quiet = self.quiet();
         loop {
-            let left = idle.saturating_sub(quiet_since.elapsed());
-            tokio::time::sleep(left.min(step).max(Duration::from_millis(10))).await;
-            let now = self.events.load(Ordering::Relaxed);
-            if now != seen || self.in_flight.load(Ordering::SeqCst) > 0 {
-                seen = now;
-                quiet_since = Instant::now();
-            } else if quiet_since.elapsed() >= idle {
+            let left = idle.saturating_sub(quiet.since.elapsed());
+            tokio::time::sleep(left.min(idle_step(idle)).max(Duration::from_millis(10))).await;
+            if self.quiet_for(&mut quiet, Instant::now()) >= idle {
                 return;
             }
         }
     }
+}
+
+/// An idle watch's state: the activity count last seen, and since when it has stood still.
+#[derive(Debug)]
+pub struct Quiet {
+    pub seen: u64,
+    since: Instant,
+}
+
+/// How often an idle watch looks: a quarter of the timeout, at least 100ms.
+pub fn idle_step(idle: Duration) -> Duration {
+    (idle / 4).max(Duration::from_millis(100))
 }
 
 /// A request in flight on a connection; dropped when its response is done.

@@ -28,7 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::conn::{Activity, ClientConn, ClientIo, Framing};
+use crate::conn::{idle_step, Activity, ClientConn, ClientIo, Framing, Quiet};
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 
@@ -99,10 +99,7 @@ impl Control {
 /// A connection as the sweeper sees it.
 struct Tracked {
     control: Arc<Control>,
-    activity: Arc<Activity>,
-    /// The activity count last seen, and since when it has stood still with nothing in flight.
-    seen: u64,
-    quiet_since: Instant,
+    quiet: Quiet,
 }
 
 /// Every open connection, by number.
@@ -116,23 +113,18 @@ impl Open {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every `step`, closes the connections that have moved no byte and had no request in flight
+    /// Every [`idle_step`], closes the connections that have moved no byte and had no request in flight
     /// for `idle`.
     async fn sweep(self: Arc<Self>, idle: Duration) {
-        let step = (idle / 4).max(Duration::from_millis(100));
         loop {
-            tokio::time::sleep(step).await;
+            tokio::time::sleep(idle_step(idle)).await;
             if Arc::strong_count(&self) == 1 {
                 return;
             }
             let now = Instant::now();
             for t in self.lock().values_mut() {
-                let events = t.activity.events();
-                if events != t.seen || t.activity.in_flight.load(Ordering::SeqCst) > 0 {
-                    t.seen = events;
-                    t.quiet_since = now;
-                } else if now.duration_since(t.quiet_since) >= idle {
-                    t.control.ask_close(events);
+                if t.control.activity.quiet_for(&mut t.quiet, now) >= idle {
+                    t.control.ask_close(t.quiet.seen);
                 }
             }
         }
@@ -367,9 +359,7 @@ pub async fn serve(
             id,
             Tracked {
                 control: Arc::clone(&control),
-                activity: Arc::clone(&activity),
-                seen: activity.events(),
-                quiet_since: Instant::now(),
+                quiet: activity.quiet(),
             },
         );
         let builders = Arc::clone(&builders);
