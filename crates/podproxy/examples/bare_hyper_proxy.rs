@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: podkit_alloc::MiMalloc = podkit_alloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);

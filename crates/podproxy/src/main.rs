@@ -8,7 +8,7 @@ use podproxy::{Cli, Config, RunError};
 /// mimalloc: a request allocates and frees dozens of small buffers (headers, futures, body
 /// frames); glibc's malloc spent about 8% of podproxy's CPU on them under load.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: podkit_alloc::MiMalloc = podkit_alloc::MiMalloc;
 
 fn main() -> ExitCode {
     match start() {
