@@ -33,26 +33,49 @@ const HOP: [HeaderName; 6] = [
     UPGRADE,
 ];
 
-/// Which of [`HOP`] a message carries.
+/// [`HOP`] as text, for comparing the tokens of a Connection value.
+const HOP_NAMES: [&[u8]; 6] = [
+    b"connection",
+    b"proxy-connection",
+    b"keep-alive",
+    b"te",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// Which of [`HOP`] a message carries, and whether its Connection header names anything else.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct HopByHop([bool; 6]);
+pub struct HopByHop {
+    present: [bool; 6],
+    /// A Connection value names a header beyond [`HOP`] (its usual values, `keep-alive` and
+    /// `close`, name none), so there is more to remove than [`HOP`].
+    names_others: bool,
+}
 
 impl HopByHop {
-    fn note(&mut self, name: &HeaderName) {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
         if let Some(i) = HOP.iter().position(|h| h == name) {
-            self.0[i] = true;
+            self.present[i] = true;
+            if i == 0 {
+                self.names_others |= connection_names(value).any(|t| {
+                    // The usual values first: keep-alive (also in HOP) and close.
+                    !(t.eq_ignore_ascii_case(b"keep-alive")
+                        || t.eq_ignore_ascii_case(b"close")
+                        || HOP_NAMES.iter().any(|h| t.eq_ignore_ascii_case(h)))
+                });
+            }
         }
     }
 
     pub fn transfer_encoding(&self) -> bool {
-        self.0[4]
+        self.present[4]
     }
 
-    /// One pass over the names, no hashing.
+    /// One pass over the headers, no hashing.
     pub fn find(headers: &HeaderMap) -> HopByHop {
         let mut found = HopByHop::default();
-        for name in headers.keys() {
-            found.note(name);
+        for (name, value) in headers.iter() {
+            found.note(name, value);
         }
         found
     }
@@ -62,24 +85,21 @@ impl HopByHop {
     /// upgrade on); everything else Connection names still goes. Returns whether Connection
     /// named other headers, which were removed too.
     pub fn remove(self, headers: &mut HeaderMap, upgrade: bool) -> bool {
-        let present = self.0;
+        let present = self.present;
         let mut named_others = false;
-        if present[0] {
+        // Only then is Connection read again (a lookup); the usual `Connection: keep-alive` of
+        // an upstream's answer is removed below with the rest of HOP.
+        if self.names_others {
             let named: Vec<HeaderName> = headers
                 .get_all(CONNECTION)
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
-                // The usual options name no header (close) or one removed below (keep-alive).
-                .filter(|t| {
-                    !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close")
-                })
-                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+                .flat_map(connection_names)
+                .filter(|t| !t.eq_ignore_ascii_case(b"close"))
+                .filter_map(|name| HeaderName::from_bytes(name).ok())
                 .collect();
             for name in named {
-                if !(upgrade && name == UPGRADE) {
-                    named_others |= !HOP.contains(&name);
+                if !HOP.contains(&name) {
+                    named_others = true;
                     headers.remove(&name);
                 }
             }
@@ -97,6 +117,16 @@ impl HopByHop {
         }
         named_others
     }
+}
+
+/// The names and options in a Connection value (RFC 9110 section 7.6.1: a comma-separated
+/// list of tokens), as bytes: empty elements are skipped.
+fn connection_names(value: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// Removes hop-by-hop headers; see [`HopByHop::remove`].
@@ -141,7 +171,7 @@ pub fn scan(headers: &HeaderMap) -> Scanned {
                 found.request_id = Some(value.clone());
             }
         } else {
-            found.hop.note(name);
+            found.hop.note(name, value);
             if *name == CONNECTION {
                 connection_upgrade |= tokens(value).any(|t| t.eq_ignore_ascii_case("upgrade"));
             } else if *name == TE {
@@ -149,7 +179,7 @@ pub fn scan(headers: &HeaderMap) -> Scanned {
             }
         }
     }
-    found.upgrade = found.hop.0[5] && connection_upgrade;
+    found.upgrade = found.hop.present[5] && connection_upgrade;
     found
 }
 
@@ -319,6 +349,52 @@ mod tests {
         left.sort();
         assert_eq!(left, vec!["set-cookie", "x-app"]);
         assert_eq!(h.get_all("set-cookie").iter().count(), 2);
+    }
+
+    #[test]
+    fn connection_options_and_hop_names_need_no_second_look_but_other_names_do() {
+        /// Headers, whether Connection names something beyond HOP, and the names left.
+        type Case<'a> = (&'a [(&'a str, &'a str)], bool, &'a [&'a str]);
+        let cases: [Case; 3] = [
+            // The usual answer from an app.
+            (
+                &[
+                    ("connection", "Keep-Alive"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-app", "1"),
+                ],
+                false,
+                &["x-app"],
+            ),
+            // close is an option, TE a hop-by-hop header; a header called close stays.
+            (
+                &[
+                    ("connection", " close ,, TE"),
+                    ("te", "trailers"),
+                    ("close", "a"),
+                ],
+                false,
+                &["close"],
+            ),
+            (
+                &[
+                    ("connection", "close"),
+                    ("connection", "X-Secret ,keep-alive"),
+                    ("x-secret", "s"),
+                    ("x-app", "1"),
+                ],
+                true,
+                &["x-app"],
+            ),
+        ];
+        for (pairs, others, left) in cases {
+            let mut h = map(pairs);
+            let found = HopByHop::find(&h);
+            assert_eq!(found.names_others, others, "{pairs:?}");
+            assert_eq!(found.remove(&mut h, false), others, "{pairs:?}");
+            let kept: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(kept, left, "{pairs:?}");
+        }
     }
 
     #[test]
