@@ -80,7 +80,8 @@ pub struct Cli {
     #[arg(long, env = "PODPROXY_DRAIN_TIMEOUT", default_value = "25s")]
     pub drain_timeout: String,
 
-    /// The longest time a client may take to send the request head (slowloris).
+    /// The longest time a client may take to send a request head, from its first bytes
+    /// (slowloris); the connection is closed.
     #[arg(long, env = "PODPROXY_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: String,
 

@@ -14,7 +14,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -35,9 +35,17 @@ pub struct ClientConn {
 /// Whether a connection moves bytes, and how many requests on it are in flight. Moving a byte
 /// bumps a counter rather than reading the clock (the clock read on every read and write was a
 /// visible share of the per-request CPU); the idle watch samples it.
+///
+/// For `--header-read-timeout` it also counts reads and requests, and says whether the
+/// connection reads HTTP/1 heads at all (not HTTP/2, not once upgraded): bytes read while no
+/// request is in flight and no new one has started are a head on its way, which the sweeper
+/// times (see `server::Open::sweep`).
 #[derive(Debug)]
 pub struct Activity {
     events: AtomicU64,
+    reads: AtomicU64,
+    requests: AtomicU64,
+    heads: AtomicBool,
     pub in_flight: AtomicUsize,
 }
 
@@ -45,6 +53,9 @@ impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             events: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            heads: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         })
     }
@@ -54,8 +65,38 @@ impl Activity {
         self.events.load(Ordering::Relaxed)
     }
 
+    /// Reads that brought bytes, so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// Requests handed to the handler, so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Whether the connection reads HTTP/1 request heads (set once hyper's HTTP/1 connection
+    /// takes it; cleared when it is upgraded).
+    pub fn reads_heads(&self) -> bool {
+        self.heads.load(Ordering::Relaxed)
+    }
+
+    pub fn set_reads_heads(&self, heads: bool) {
+        self.heads.store(heads, Ordering::Relaxed);
+    }
+
     fn touch(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn touch_read(&self) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    pub fn touch_read_for_test(&self) {
+        self.touch_read();
     }
 
     /// The start of an idle watch: quiet from now on.
@@ -109,6 +150,7 @@ pub struct InFlight(Arc<Activity>);
 impl InFlight {
     pub fn new(activity: &Arc<Activity>) -> InFlight {
         activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        activity.requests.fetch_add(1, Ordering::SeqCst);
         activity.touch();
         InFlight(Arc::clone(activity))
     }
@@ -408,6 +450,10 @@ impl<T> ClientIo<T> {
             first: Vec::new(),
         }
     }
+
+    pub fn activity(&self) -> &Activity {
+        &self.activity
+    }
 }
 
 impl<T: AsyncRead + Unpin> ClientIo<T> {
@@ -421,7 +467,7 @@ impl<T: AsyncRead + Unpin> ClientIo<T> {
         loop {
             let n = self.inner.read_buf(&mut self.first).await?;
             if n > 0 {
-                self.activity.touch();
+                self.activity.touch_read();
             }
             let have = &self.first[..self.first.len().min(H2_PREFACE.len())];
             if have != &H2_PREFACE[..have.len()] || n == 0 {
@@ -455,7 +501,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
             if buf.filled().len() > before {
-                self.activity.touch();
+                self.activity.touch_read();
                 let this = &mut *self;
                 this.sniffer.feed(&buf.filled()[before..]);
             }

@@ -546,6 +546,68 @@ fn slowloris_is_cut_off_after_the_header_read_timeout() {
 }
 
 #[test]
+fn a_head_dripped_byte_by_byte_is_cut_and_a_waiting_keep_alive_connection_is_not() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--header-read-timeout", "1s", "--idle-timeout", "30s"],
+    );
+    // A keep-alive connection that waits longer than the header timeout for its next request
+    // is under --idle-timeout, and serves that request.
+    let mut kept = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    kept.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+    kept.write_all(get).expect("write");
+    let mut buf = [0u8; 4096];
+    let n = kept.read(&mut buf).expect("first answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // Bytes keep coming, a few a second, but the head never ends: cut about a second after it
+    // began (within a quarter of the timeout), though the connection is never quiet.
+    let mut drip = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    drip.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let start = Instant::now();
+    let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed = false;
+    for byte in head.iter().cycle().take(200) {
+        if drip.write_all(&[*byte]).is_err() {
+            closed = true;
+            break;
+        }
+        match drip.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => panic!("an answer to a head that never ended"),
+            Err(_) => {}
+        }
+    }
+    assert!(closed, "the dripping head was never cut");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Well past the header timeout, the waiting connection still serves its next request.
+    std::thread::sleep(Duration::from_millis(1500));
+    kept.write_all(get).expect("write again");
+    let n = kept.read(&mut buf).expect("second answer");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
+
+#[test]
 fn upgrades_pass_through_after_101() {
     let up = Upstream::start();
     let p = Podproxy::start(&[format!("/=http://{}", up.addr)], &[]);
