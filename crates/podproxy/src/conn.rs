@@ -37,7 +37,7 @@ pub struct ClientConn {
 /// visible share of the per-request CPU); the idle watch samples it.
 ///
 /// For `--header-read-timeout` it also counts reads and requests, and says whether the
-/// connection reads HTTP/1 heads at all (not HTTP/2, not once upgraded): bytes read while no
+/// connection reads HTTP/1 heads at all (not HTTP/2): bytes read while no
 /// request is in flight and no new one has started are a head on its way, which the sweeper
 /// times (see `server::Open::sweep`).
 #[derive(Debug)]
@@ -75,28 +75,24 @@ impl Activity {
         self.requests.load(Ordering::SeqCst)
     }
 
-    /// Whether the connection reads HTTP/1 request heads (set once hyper's HTTP/1 connection
-    /// takes it; cleared when it is upgraded).
+    /// Whether the connection reads HTTP/1 request heads: set once hyper's HTTP/1 connection
+    /// takes it. An upgraded connection leaves the sweeper with that hyper connection, so its
+    /// tunnel's bytes are never taken for a head.
     pub fn reads_heads(&self) -> bool {
         self.heads.load(Ordering::Relaxed)
     }
 
-    pub fn set_reads_heads(&self, heads: bool) {
-        self.heads.store(heads, Ordering::Relaxed);
+    pub fn set_reads_heads(&self) {
+        self.heads.store(true, Ordering::Relaxed);
     }
 
     fn touch(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn touch_read(&self) {
+    pub(crate) fn touch_read(&self) {
         self.events.fetch_add(1, Ordering::Relaxed);
         self.reads.fetch_add(1, Ordering::Relaxed);
-    }
-
-    #[cfg(test)]
-    pub fn touch_read_for_test(&self) {
-        self.touch_read();
     }
 
     /// The start of an idle watch: quiet from now on.

@@ -380,8 +380,6 @@ impl Proxy {
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             if let Some(client_side) = client_upgrade {
-                // The bytes from now on are the tunnel's, not request heads.
-                conn.activity.set_reads_heads(false);
                 let upstream_side = hyper::upgrade::on(&mut response);
                 let (activity, idle) = (Arc::clone(&conn.activity), self.idle_timeout);
                 tokio::spawn(async move {

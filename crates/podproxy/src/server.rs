@@ -168,11 +168,10 @@ impl Open {
         self.conns.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Every [`idle_step`], closes the connections that have moved no byte and had no request in flight
-    /// for `idle`.
-    /// Also cuts the connections whose request head has been on its way for
-    /// `header_read_timeout` (noticed within a step of its first bytes, so cut after between
-    /// one and one and a half times the timeout).
+    /// Every step ([`idle_step`] of the shorter timeout), closes the connections that have moved
+    /// no byte and had no request in flight for `idle`, and cuts those whose request head has
+    /// been on its way for `header_read_timeout` (noticed within a step of its first bytes, so
+    /// cut after between one and one and a half times the timeout).
     async fn sweep(self: Arc<Self>, idle: Duration, header_read_timeout: Duration) {
         let step = idle_step(idle).min(idle_step(header_read_timeout));
         loop {
@@ -311,7 +310,7 @@ where
         let conn = builders.http2.serve_connection(TokioIo::new(io), service);
         drive(conn, control).await
     } else {
-        io.activity().set_reads_heads(true);
+        io.activity().set_reads_heads();
         let conn = builders
             .http1
             .serve_connection(TokioIo::new(io), service)
@@ -501,28 +500,26 @@ mod tests {
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
         // Not HTTP/1 (yet, or HTTP/2): nothing is timed, whatever is read.
-        activity.touch_read_for_test();
+        activity.touch_read();
         assert_eq!(watch.look(&activity, at(0)), None);
-        activity.set_reads_heads(true);
+        activity.set_reads_heads();
         // Nothing new read since the last look: a keep-alive wait, not a head.
         assert_eq!(watch.look(&activity, at(1)), None);
-        activity.touch_read_for_test();
+        activity.touch_read();
         assert_eq!(watch.look(&activity, at(2)), Some(Duration::ZERO));
         // Slow bytes, or none, do not restart the clock.
-        activity.touch_read_for_test();
+        activity.touch_read();
         assert_eq!(watch.look(&activity, at(5)), Some(Duration::from_secs(3)));
         assert_eq!(watch.look(&activity, at(9)), Some(Duration::from_secs(7)));
         // The head was complete: its request started, the watch ends.
         let request = InFlight::new(&activity);
-        activity.touch_read_for_test();
+        activity.touch_read();
         assert_eq!(watch.look(&activity, at(10)), None);
         drop(request);
         assert_eq!(watch.look(&activity, at(11)), None);
-        // The next head; then the connection is upgraded and its bytes are the tunnel's.
-        activity.touch_read_for_test();
+        // The next head is timed from its own first bytes.
+        activity.touch_read();
         assert_eq!(watch.look(&activity, at(12)), Some(Duration::ZERO));
-        activity.set_reads_heads(false);
-        assert_eq!(watch.look(&activity, at(30)), None);
     }
 
     #[test]

@@ -610,7 +610,12 @@ fn a_head_dripped_byte_by_byte_is_cut_and_a_waiting_keep_alive_connection_is_not
 #[test]
 fn upgrades_pass_through_after_101() {
     let up = Upstream::start();
-    let p = Podproxy::start(&[format!("/=http://{}", up.addr)], &[]);
+    // The tunnel's bytes are not request heads: pauses longer than the header read timeout
+    // between messages do not cut it.
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--header-read-timeout", "1s"],
+    );
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
     s.set_read_timeout(Some(LIMIT)).expect("timeout");
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").expect("write");
@@ -628,7 +633,12 @@ fn upgrades_pass_through_after_101() {
         let mut echo = vec![0u8; msg.len()];
         s.read_exact(&mut echo).expect("echo");
         assert_eq!(echo, msg);
+        std::thread::sleep(Duration::from_millis(1600));
     }
+    s.write_all(b"after the pauses").expect("write");
+    let mut echo = vec![0u8; 16];
+    s.read_exact(&mut echo).expect("echo after the pauses");
+    assert_eq!(echo, b"after the pauses");
 }
 
 #[test]
