@@ -12,6 +12,7 @@
 //! marked request 400 and closes. Anything the sniffer cannot follow (HTTP/2, an upgrade, a head
 //! hyper itself will refuse) ends the sniffing for that connection; hyper's own checks remain.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -30,6 +31,45 @@ pub struct ClientConn {
     pub tls: bool,
     pub activity: Arc<Activity>,
     pub framing: Arc<Framing>,
+    /// Times the upstream waits of the connection's HTTP/1 requests.
+    pub head_timer: HeadTimer,
+}
+
+/// One timer for all the upstream waits of an HTTP/1 connection, whose requests come one after
+/// another: each request moves its deadline on. A later deadline only updates the timer that
+/// is already in tokio's wheel (`Sleep::reset` extends a registered timer in place), where a
+/// timer per request was made, registered and removed again every time: about 2% of podproxy's
+/// instructions per request. HTTP/2 streams run side by side and keep a timer each.
+#[derive(Default)]
+pub struct HeadTimer(std::sync::Mutex<Option<Pin<Box<tokio::time::Sleep>>>>);
+
+impl HeadTimer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Pin<Box<tokio::time::Sleep>>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next wait ends at `at`.
+    pub fn set(&self, at: tokio::time::Instant) {
+        let mut timer = self.lock();
+        match timer.as_mut() {
+            Some(sleep) => sleep.as_mut().reset(at),
+            None => *timer = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+
+    /// Ready once the deadline last set has passed.
+    pub fn poll_elapsed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.lock().as_mut() {
+            Some(sleep) => sleep.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl std::fmt::Debug for HeadTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeadTimer")
+    }
 }
 
 /// Whether a connection moves bytes, and how many requests on it are in flight. Moving a byte

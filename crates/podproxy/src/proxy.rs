@@ -79,6 +79,8 @@ struct Prepared {
     /// answers 101.
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upgrade: bool,
+    /// The client speaks HTTP/1, so its requests come one at a time (see `HeadTimer`).
+    http1: bool,
 }
 
 /// How far the request body has come: bytes passed, and whether it has ended.
@@ -143,8 +145,9 @@ impl Proxy {
             .map(|t| tokio::time::Instant::from_std(seen.start) + t);
         let prepared = self.prepare(&conn, req, found, &mut seen, conflicting);
         async move {
-            // One timer per request for the wait on the upstream (the sooner of the response-head
-            // timeout and the request deadline); the body's timer is made only if a body stalls.
+            // The wait on the upstream ends at the sooner of the response-head timeout and the
+            // request deadline (on the connection's timer for HTTP/1, see `HeadTimer`); the
+            // body's timer is made only if a body stalls.
             // Boxed: unboxed, rustc keeps room for this future twice in the one returned here.
             let forwarded = match prepared {
                 Ok(prepared) => Box::pin(self.forward(&conn, prepared, &seen, deadline)).await,
@@ -246,7 +249,8 @@ impl Proxy {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
         }
 
-        let upgrade = req.version() < Version::HTTP_2 && found.upgrade;
+        let http1 = req.version() < Version::HTTP_2;
+        let upgrade = http1 && found.upgrade;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
@@ -308,6 +312,7 @@ impl Proxy {
             index,
             client_upgrade,
             upgrade,
+            http1,
         })
     }
 
@@ -327,6 +332,7 @@ impl Proxy {
             index,
             client_upgrade,
             upgrade,
+            http1,
         } = prepared;
         let route = self.routes.get(index);
         // The clock is read once per request (its arrival); the upstream's own time only when
@@ -335,12 +341,20 @@ impl Proxy {
         let head_deadline =
             tokio::time::Instant::from_std(seen.start) + self.upstream_response_timeout;
         let wait_until = deadline.map_or(head_deadline, |d| d.min(head_deadline));
-        let response = match tokio::time::timeout_at(
-            wait_until,
-            self.clients.send(&route.upstream, route.h2c, upstream_req),
-        )
-        .await
-        {
+        let send = self.clients.send(&route.upstream, route.h2c, upstream_req);
+        let waited = if http1 {
+            conn.head_timer.set(wait_until);
+            tokio::select! {
+                biased;
+                r = send => Ok(r),
+                () = std::future::poll_fn(|cx| conn.head_timer.poll_elapsed(cx)) => Err(()),
+            }
+        } else {
+            tokio::time::timeout_at(wait_until, send)
+                .await
+                .map_err(|_| ())
+        };
+        let response = match waited {
             // The request deadline came first: whoever is slow gets the blame, the client
             // still sending (408) or the upstream not answering (504).
             Err(_) if deadline.is_some_and(|d| d <= head_deadline) => {

@@ -410,6 +410,7 @@ pub async fn serve(
             tls: tls.is_some(),
             activity: Arc::clone(&activity),
             framing: Arc::clone(&framing),
+            head_timer: Default::default(),
         });
         let service = hyper::service::service_fn(move |req| {
             Arc::clone(&proxy).handle(Arc::clone(&client), req)

@@ -357,6 +357,33 @@ fn upstream_down_is_a_fast_502_and_slow_is_a_504() {
         "a refused upstream must not wait for a timeout"
     );
     assert_eq!(status(&get(p.port, "/slow")), 504);
+
+    // On one kept-alive connection the upstream waits share a timer, moved on at each request:
+    // a fast request after a 504 is served, a slow one after it is cut again (the timer fired
+    // once and is set anew), and one well after the last request's deadline is not cut early.
+    let mut kept = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    kept.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut ask = |path: &str| {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\n\r\n");
+        kept.write_all(head.as_bytes()).expect("write");
+        let mut buf = [0u8; 8192];
+        let n = kept.read(&mut buf).expect("answer");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // A 504 one timeout (1s) after the slow request was sent, not sooner, nor much later.
+    let slow_is_cut = |ask: &mut dyn FnMut(&str) -> String| {
+        let t = Instant::now();
+        assert_eq!(status(&ask("/slow")), 504);
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(900), "cut after {took:?}");
+        assert!(took < Duration::from_millis(2900), "cut after {took:?}");
+    };
+    slow_is_cut(&mut ask);
+    assert_eq!(status(&ask("/")), 200);
+    slow_is_cut(&mut ask);
+    assert_eq!(status(&ask("/")), 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    slow_is_cut(&mut ask);
 }
 
 #[test]
