@@ -8,14 +8,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use podkit_runtime::admin::Readiness;
 use podkit_runtime::Shutdown;
 use waitfor::target::HostPort;
 
 use crate::route::{Route, Routes, Upstream};
-use crate::upstream::{upstream_uri, BoxError, Clients};
+use crate::upstream::{upstream_uri, Body, Clients};
 
 /// The longest one probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -66,14 +64,16 @@ async fn probe(clients: &Clients, route: &Route, path: Option<&str>) -> Result<(
                     http::header::USER_AGENT,
                     concat!("podproxy-health/", env!("CARGO_PKG_VERSION")),
                 )
-                .body(
-                    Empty::<Bytes>::new()
-                        .map_err(|e| -> BoxError { match e {} })
-                        .boxed(),
-                )
+                .body(Body::Empty)
                 .map_err(|e| e.to_string())?;
             let resp = clients
-                .send(&route.upstream, route.h2c, req)
+                .send(
+                    &route.upstream,
+                    route.h2c,
+                    None,
+                    req,
+                    std::time::Instant::now(),
+                )
                 .await
                 .map_err(|e| e.to_string())?;
             let status = resp.status();

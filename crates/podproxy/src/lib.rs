@@ -76,6 +76,11 @@ pub async fn run(
     route_metrics.push(metrics.for_route("none"));
     let proxy = Arc::new(proxy::Proxy {
         route_metrics,
+        pool_slots: config
+            .routes
+            .iter()
+            .map(|r| clients.slot(&r.upstream, r.h2c))
+            .collect(),
         routes: config.routes.clone(),
         clients: clients.clone(),
         trusted: config.trusted.clone(),

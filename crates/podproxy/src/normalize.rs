@@ -7,6 +7,8 @@
 //! percent-encoding, and control characters. Encoded slashes (`%2F`) stay encoded: they are
 //! data, not separators. The query is kept as it came.
 
+use std::borrow::Cow;
+
 /// Why a request target was refused (answered 400).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
@@ -19,7 +21,7 @@ pub enum NormalizeError {
 }
 
 /// The normalized path (without the query).
-pub fn normalize_path(path: &str) -> Result<String, NormalizeError> {
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, NormalizeError> {
     if !path.starts_with('/') {
         return Err(NormalizeError::NotAbsolute);
     }
@@ -27,10 +29,10 @@ pub fn normalize_path(path: &str) -> Result<String, NormalizeError> {
     let plain = !path.bytes().any(|b| b == b'%' || b.is_ascii_control())
         && !path[1..].split('/').any(|s| s == "." || s == "..");
     if plain {
-        return Ok(path.to_string());
+        return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path)?;
-    Ok(remove_dot_segments(&decoded))
+    Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
 fn is_unreserved(b: u8) -> bool {

@@ -114,19 +114,28 @@ impl Http1Pool {
         }
     }
 
-    /// Sends `req` to `host:port` on a pooled connection, or a new one.
+    /// The slot of `host:port`, for [`Http1Pool::send`]: looked up once per upstream (a route
+    /// keeps it), not per request.
+    pub fn slot(&self, host: &str, port: u16) -> usize {
+        self.shared.slot(host, port)
+    }
+
+    /// Sends `req` to `host:port` (whose slot is `slot`) on a pooled connection, or a new one.
+    /// `now` is the request's arrival, read once by the caller: an idle connection is judged
+    /// by it (a few microseconds early, so at worst one is closed that much sooner).
     pub async fn send(
         &self,
+        slot: usize,
         host: &str,
         port: u16,
         req: Request<Body>,
+        now: Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
         let mut req = req;
         to_origin_form(&mut req, host, port);
-        let slot = self.shared.slot(host, port);
         let mut retried = false;
         loop {
-            let (mut send, reused) = match self.checkout(slot).await {
+            let (mut send, reused) = match self.checkout(slot, now).await {
                 Some(send) => (send, true),
                 // Boxed, as the rarer path, to keep the future of every request small.
                 None => match Box::pin(self.connect(host, port)).await {
@@ -167,7 +176,7 @@ impl Http1Pool {
     /// yet (its response has ended but hyper is still sending the request body, as after an
     /// early 401 or 413 to an upload) is put back at the oldest end rather than waited for: the
     /// wait would be as long as that upload. Each idle connection is looked at once at most.
-    async fn checkout(&self, slot: usize) -> Option<SendRequest<Body>> {
+    async fn checkout(&self, slot: usize, now: Instant) -> Option<SendRequest<Body>> {
         let mut left: Option<usize> = None;
         loop {
             let Idle { mut send, since } = {
@@ -177,7 +186,8 @@ impl Http1Pool {
                 *n = n.checked_sub(1)?;
                 idle.pop()?
             };
-            if send.is_closed() || since.elapsed() >= self.shared.idle_timeout {
+            if send.is_closed() || now.saturating_duration_since(since) >= self.shared.idle_timeout
+            {
                 continue;
             }
             match std::future::poll_fn(|cx| Poll::Ready(send.poll_ready(cx))).await {

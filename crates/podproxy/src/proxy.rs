@@ -3,6 +3,7 @@
 //! headers, forward with a response-head timeout, stream the answer back, pass upgrades
 //! (WebSocket) through once the upstream has answered 101, and log the request.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use crate::conn::{ClientConn, InFlight};
 use crate::forward;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
-use crate::route::Routes;
+use crate::route::{Routes, Upstream};
 use crate::upstream::{request_uri, Body as UpstreamRequestBody, BoxError, Clients, UpstreamBody};
 
 /// What every request needs; shared by all connections.
@@ -36,6 +37,9 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// Per route (same order as `routes`), then one for requests no route took.
     pub route_metrics: Vec<RouteMetrics>,
+    /// Per route (same order as `routes`): its upstream's slot in the HTTP/1.1 pool, if it is
+    /// the pool's ([`Clients::slot`]).
+    pub pool_slots: Vec<Option<usize>>,
     pub upstream_response_timeout: Duration,
     /// `--request-timeout`, None when off.
     pub request_timeout: Option<Duration>,
@@ -60,7 +64,8 @@ struct Seen {
     host: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
     referer: Option<HeaderValue>,
-    body: Arc<BodyProgress>,
+    /// None for a request without a body (ended as it came).
+    body: Option<Arc<BodyProgress>>,
     /// The route taken (its position), once known.
     route: Option<usize>,
 }
@@ -134,10 +139,7 @@ impl Proxy {
             }),
             user_agent: header(USER_AGENT),
             referer: header(REFERER),
-            body: Arc::new(BodyProgress {
-                bytes: AtomicU64::new(0),
-                ended: AtomicBool::new(req.body().is_end_stream()),
-            }),
+            body: (!req.body().is_end_stream()).then(|| Arc::new(BodyProgress::default())),
             route: None,
         };
         let deadline = self
@@ -232,16 +234,22 @@ impl Proxy {
                 }
             }
         }
-        let path = normalize_path(req.uri().path())
-            .map_err(|_| (StatusCode::BAD_REQUEST, "malformed path\n"))?;
+        // Owned only when normalizing changed the path; most paths are taken as they came.
+        let rewritten = match normalize_path(req.uri().path()) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(p)) => Some(p),
+            Err(_) => return Err((StatusCode::BAD_REQUEST, "malformed path\n")),
+        };
+        let path = rewritten.as_deref().unwrap_or(req.uri().path());
         if self.access_log.enabled() {
-            seen.path.clone_from(&path);
+            seen.path.clear();
+            seen.path.push_str(path);
         }
         let host = seen.host.clone();
         let host_str = host.as_ref().and_then(|h| h.to_str().ok());
         let index = self
             .routes
-            .find_index(host_str, &path)
+            .find_index(host_str, path)
             .ok_or((StatusCode::NOT_FOUND, "no route\n"))?;
         seen.route = Some(index);
         let route = self.routes.get(index);
@@ -287,13 +295,23 @@ impl Proxy {
             request_id.as_ref(),
             request_ids,
         ));
-        let mut path_and_query = route.upstream_path(&path);
-        if let Some(q) = &seen.query {
-            path_and_query.push('?');
-            path_and_query.push_str(q);
+        // An origin-form target that neither normalizing nor the route changes goes to the
+        // HTTP/1.1 pool as it came, not written and parsed again.
+        let as_it_came = rewritten.is_none()
+            && !route.rewrites_path()
+            && !route.h2c
+            && matches!(route.upstream, Upstream::Http { .. })
+            && parts.uri.scheme().is_none();
+        if !as_it_came {
+            let path = rewritten.as_deref().unwrap_or(parts.uri.path());
+            let mut path_and_query = route.upstream_path(path);
+            if let Some(q) = &seen.query {
+                path_and_query.push('?');
+                path_and_query.push_str(q);
+            }
+            parts.uri = request_uri(&route.upstream, route.h2c, path_and_query)
+                .map_err(|_| (StatusCode::BAD_REQUEST, "bad request target\n"))?;
         }
-        parts.uri = request_uri(&route.upstream, route.h2c, path_and_query)
-            .map_err(|_| (StatusCode::BAD_REQUEST, "bad request target\n"))?;
         parts.version = if route.h2c {
             Version::HTTP_2
         } else {
@@ -306,9 +324,15 @@ impl Proxy {
                 parts.headers.insert(HOST, h);
             }
         }
-        let limited = LimitedBody::new(body, self.max_body_bytes, Arc::clone(&seen.body));
+        // A request that came without a body goes without one: no wrapper, no box.
+        let body = match &seen.body {
+            None => UpstreamRequestBody::Empty,
+            Some(progress) => UpstreamRequestBody::Streaming(
+                LimitedBody::new(body, self.max_body_bytes, Arc::clone(progress)).boxed(),
+            ),
+        };
         Ok(Prepared {
-            req: Request::from_parts(parts, limited.boxed()),
+            req: Request::from_parts(parts, body),
             index,
             client_upgrade,
             upgrade,
@@ -341,7 +365,10 @@ impl Proxy {
         let head_deadline =
             tokio::time::Instant::from_std(seen.start) + self.upstream_response_timeout;
         let wait_until = deadline.map_or(head_deadline, |d| d.min(head_deadline));
-        let send = self.clients.send(&route.upstream, route.h2c, upstream_req);
+        let slot = self.pool_slots.get(index).copied().flatten();
+        let send = self
+            .clients
+            .send(&route.upstream, route.h2c, slot, upstream_req, seen.start);
         let waited = if http1 {
             conn.head_timer.set(wait_until);
             tokio::select! {
@@ -358,7 +385,11 @@ impl Proxy {
             // The request deadline came first: whoever is slow gets the blame, the client
             // still sending (408) or the upstream not answering (504).
             Err(_) if deadline.is_some_and(|d| d <= head_deadline) => {
-                return Err(if seen.body.ended.load(Ordering::SeqCst) {
+                let ended = seen
+                    .body
+                    .as_ref()
+                    .is_none_or(|b| b.ended.load(Ordering::SeqCst));
+                return Err(if ended {
                     (
                         StatusCode::GATEWAY_TIMEOUT,
                         "the request took longer than --request-timeout\n",
@@ -444,7 +475,10 @@ impl Proxy {
                 query: seen.query,
                 protocol: seen.protocol.to_string(),
                 status,
-                bytes_in: seen.body.bytes.load(Ordering::Relaxed),
+                bytes_in: seen
+                    .body
+                    .as_ref()
+                    .map_or(0, |b| b.bytes.load(Ordering::Relaxed)),
                 bytes_out,
                 duration: seen.start.elapsed(),
                 upstream,

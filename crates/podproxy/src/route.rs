@@ -111,9 +111,15 @@ impl Route {
         }
     }
 
+    /// Whether the upstream sees another path than the client asked for (`strip` of a prefix
+    /// other than `/`).
+    pub fn rewrites_path(&self) -> bool {
+        self.strip && self.prefix != "/"
+    }
+
     /// The path the upstream sees.
     pub fn upstream_path(&self, path: &str) -> String {
-        if !self.strip || self.prefix == "/" {
+        if !self.rewrites_path() {
             return path.to_string();
         }
         match path.strip_prefix(self.prefix.as_str()) {

@@ -23,7 +23,42 @@ use crate::pool::{Http1Pool, PoolError, PooledBody};
 use crate::route::Upstream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = BoxBody<Bytes, BoxError>;
+
+/// A request body on its way to an upstream: none (most requests: a GET, a health probe), sent
+/// without a box or a body wrapper, or a body streamed from the client.
+pub enum Body {
+    Empty,
+    Streaming(BoxBody<Bytes, BoxError>),
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Streaming(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Streaming(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Empty => hyper::body::SizeHint::with_exact(0),
+            Body::Streaming(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Every client podproxy needs, built once.
 #[derive(Clone)]
@@ -58,16 +93,30 @@ impl Clients {
         }
     }
 
-    /// The request's URI must already name the upstream (see [`upstream_uri`]).
+    /// The HTTP/1.1 pool's slot for `upstream`, when it is the pool's (HTTP/1.1 over TCP): a
+    /// route looks it up once.
+    pub fn slot(&self, upstream: &Upstream, h2c: bool) -> Option<usize> {
+        match (upstream, h2c) {
+            (Upstream::Http { host, port }, false) => Some(self.http1.slot(host, *port)),
+            _ => None,
+        }
+    }
+
+    /// The request's URI must already name the upstream (see [`upstream_uri`]), or be
+    /// origin-form for the HTTP/1.1 pool. `slot` is [`Clients::slot`]'s, if known; `now` the
+    /// request's arrival.
     pub async fn send(
         &self,
         upstream: &Upstream,
         h2c: bool,
+        slot: Option<usize>,
         req: hyper::Request<Body>,
+        now: std::time::Instant,
     ) -> Result<hyper::Response<UpstreamBody>, SendError> {
         let legacy = match (upstream, h2c) {
             (Upstream::Http { host, port }, false) => {
-                return match self.http1.send(host, *port, req).await {
+                let slot = slot.unwrap_or_else(|| self.http1.slot(host, *port));
+                return match self.http1.send(slot, host, *port, req, now).await {
                     Ok(resp) => Ok(resp.map(UpstreamBody::Pooled)),
                     Err(e) => Err(SendError::Pool(e)),
                 };

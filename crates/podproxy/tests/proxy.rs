@@ -298,6 +298,18 @@ fn routes_by_longest_prefix_strip_and_404() {
     assert!(r.contains("path=/x\n"), "{r}");
     let r = get(p.port, "/%61pi/y");
     assert!(r.contains("path=/y\n"), "{r}");
+    // A route that keeps the path: a normalized path is sent as normalized, an already normal
+    // one as it came, the query with either.
+    let r = get(p.port, "/static/./a/../b?q=2");
+    assert!(
+        r.contains("path=/static/b\n") && r.contains("query=q=2\n"),
+        "{r}"
+    );
+    let r = get(p.port, "/plain/x?y=3&z");
+    assert!(
+        r.contains("path=/plain/x\n") && r.contains("query=y=3&z\n"),
+        "{r}"
+    );
     assert_eq!(status(&get(p.port, "/a%zz")), 400);
 
     let only_api = Podproxy::start(&[format!("/api=http://{}", back.addr)], &[]);
