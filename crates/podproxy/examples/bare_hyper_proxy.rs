@@ -4,12 +4,35 @@
 //! logs, no metrics. Whatever podproxy costs above this row is podproxy's; this row itself is
 //! what hyper's HTTP/1 server and client cost.
 //!
-//! `bare_hyper_proxy LISTEN_ADDR UPSTREAM_ADDR`, both `host:port`.
+//! `bare_hyper_proxy LISTEN_ADDR UPSTREAM_ADDR [--headers]`, both `host:port`. With
+//! `--headers` it adds what podproxy adds to every request and nothing else: `X-Forwarded-For`,
+//! `-Proto`, `-Host`, and an `X-Request-Id` (kept, or 128 random bits in hex) sent back in the
+//! answer; the bench's row for it tells what those headers cost, the backend's share included.
 
 use std::sync::{Arc, Mutex};
 
+use http::header::{HeaderName, HeaderValue, HOST};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use rand::{RngCore, SeedableRng};
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// 128 random bits as 32 hex digits.
+fn request_id(rng: &mut rand::rngs::SmallRng) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    let bits = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())).to_be_bytes();
+    for (pair, b) in text.chunks_exact_mut(2).zip(bits) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
 
 #[global_allocator]
 static ALLOCATOR: podkit_alloc::MiMalloc = podkit_alloc::MiMalloc;
@@ -17,8 +40,16 @@ static ALLOCATOR: podkit_alloc::MiMalloc = podkit_alloc::MiMalloc;
 fn main() -> std::process::ExitCode {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare_hyper_proxy LISTEN_ADDR UPSTREAM_ADDR (host:port each)");
+        eprintln!("usage: bare_hyper_proxy LISTEN_ADDR UPSTREAM_ADDR [--headers] (host:port each)");
         return std::process::ExitCode::from(2);
+    };
+    let headers = match args.next().as_deref() {
+        None => false,
+        Some("--headers") => true,
+        Some(other) => {
+            eprintln!("bare_hyper_proxy: unknown argument {other:?}; the only option is --headers");
+            return std::process::ExitCode::from(2);
+        }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -39,7 +70,7 @@ fn main() -> std::process::ExitCode {
             }
         };
         loop {
-            let Ok((client, _)) = listener.accept().await else {
+            let Ok((client, peer)) = listener.accept().await else {
                 continue;
             };
             let upstream = upstream.clone();
@@ -56,16 +87,49 @@ fn main() -> std::process::ExitCode {
                 };
                 tokio::spawn(conn);
                 let send = Arc::new(Mutex::new(send));
-                let service = hyper::service::service_fn(move |req| {
-                    // An HTTP/1 client sends one request at a time, so the connection is free.
-                    send.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .send_request(req)
-                });
+                let peer = HeaderValue::from_str(&peer.ip().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+                let rng = std::cell::RefCell::new(rand::rngs::SmallRng::seed_from_u64(u64::from(
+                    peer_port(&client),
+                )));
+                let service =
+                    hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                        let id = headers.then(|| {
+                            let h = req.headers_mut();
+                            h.insert(X_FORWARDED_FOR, peer.clone());
+                            h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+                            if let Some(host) = h.get(HOST).cloned() {
+                                h.insert(X_FORWARDED_HOST, host);
+                            }
+                            let id = h
+                                .get(X_REQUEST_ID)
+                                .cloned()
+                                .unwrap_or_else(|| request_id(&mut rng.borrow_mut()));
+                            h.insert(X_REQUEST_ID, id.clone());
+                            id
+                        });
+                        // An HTTP/1 client sends one request at a time, so the connection is free.
+                        let answer = send
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .send_request(req);
+                        async move {
+                            let mut resp = answer.await?;
+                            if let Some(id) = id {
+                                resp.headers_mut().insert(X_REQUEST_ID, id);
+                            }
+                            Ok::<_, hyper::Error>(resp)
+                        }
+                    });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(client), service)
                     .await;
             });
         }
     })
+}
+
+/// The client's port, as a seed that differs between connections.
+fn peer_port(stream: &tokio::net::TcpStream) -> u16 {
+    stream.peer_addr().map(|a| a.port()).unwrap_or_default()
 }
