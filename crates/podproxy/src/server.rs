@@ -378,14 +378,6 @@ pub async fn serve(
             }
             // Connections the kernel completed before the listener closes are in its accept
             // queue: their clients have sent requests. They are taken and served, not reset.
-            // First the queue loses its room (listen(2) again with a backlog of 0, which Linux
-            // applies to a listening socket: at most one more connection is completed, later
-            // SYNs are dropped and retried against a closed port, which refuses them), so that
-            // clients still reconnecting cannot refill it between the last accept and the close:
-            // a connection completed there would be reset with its request unanswered.
-            if let Err(e) = socket2::SockRef::from(&listener).listen(0) {
-                tracing::debug!(error = %e, "could not shrink the listener's backlog at the drain");
-            }
             loop {
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                     return;
