@@ -554,6 +554,12 @@ impl hyper::body::Body for LimitedBody {
                     self.left -= n;
                     self.progress.bytes.fetch_add(n, Ordering::Relaxed);
                 }
+                // hyper's clients stop polling a body once it says it has ended (the last byte
+                // of a Content-Length, HTTP/2's END_STREAM), so the end is noted here too: it
+                // never comes as `None` for those.
+                if self.inner.is_end_stream() {
+                    self.progress.ended.store(true, Ordering::SeqCst);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),

@@ -480,6 +480,12 @@ fn the_request_timeout_blames_the_slow_side_and_cuts_a_stream() {
         "{:?}",
         t.elapsed()
     );
+    // The client sent its whole body (by Content-Length) and the upstream is slow: still 504.
+    let r = raw(
+        p.port,
+        b"POST /slow HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nConnection: close\r\n\r\nabcd",
+    );
+    assert_eq!(status(&r), 504, "{r}");
     // The client is slow to send its body: 408.
     let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
     s.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nab")
