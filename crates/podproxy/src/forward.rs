@@ -334,8 +334,8 @@ fn new_request_id() -> HeaderValue {
         pair[1] = HEX[usize::from(b & 0xf)];
     }
     // Hex digits are always a valid header value. The array is the buffer's owner: one
-    // allocation that every clone (the upstream's header, the answer's, the access log's)
-    // shares by count, where a copied slice is allocated again at its first clone.
+    // allocation, with its count, that every clone (the upstream's header, the answer's, the
+    // access log's) shares; a copied slice needs a second one for its count at its first clone.
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }

@@ -121,8 +121,10 @@ impl Http1Pool {
     }
 
     /// Sends `req` to `host:port` (whose slot is `slot`) on a pooled connection, or a new one.
-    /// `now` is the request's arrival, read once by the caller: an idle connection is judged
-    /// by it (a few microseconds early, so at worst one is closed that much sooner).
+    /// `now` is the request's arrival, read once by the caller: the first checkout judges idle
+    /// connections by it, so one may be taken the few microseconds since then past
+    /// `idle_timeout`. A checkout after a retry (a failed connect or a closed pooled
+    /// connection, which can take up to the connect timeout) reads the clock again.
     pub async fn send(
         &self,
         slot: usize,
@@ -135,6 +137,7 @@ impl Http1Pool {
         to_origin_form(&mut req, host, port);
         let mut retried = false;
         loop {
+            let now = if retried { Instant::now() } else { now };
             let (mut send, reused) = match self.checkout(slot, now).await {
                 Some(send) => (send, true),
                 // Boxed, as the rarer path, to keep the future of every request small.
