@@ -228,7 +228,7 @@ impl TrustedProxies {
 
 /// Sets the X-Forwarded-* headers for a request from `peer` that arrived over `proto`;
 /// `peer_value` is `peer` as a header value (made once per connection).
-/// `host` is the request's Host header, if any.
+/// `host` is the request's host: its target's authority, else its Host header, if any.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
     peer: IpAddr,

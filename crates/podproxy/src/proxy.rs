@@ -132,11 +132,13 @@ impl Proxy {
             query: req.uri().query().map(str::to_string),
             protocol: protocol_name(req.version()),
             request_id: None,
-            host: found.host.clone().or_else(|| {
-                req.uri()
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            }),
+            // The target's authority (HTTP/1.1 absolute-form, HTTP/2's :authority) wins over
+            // Host: RFC 9112 section 3.2.2, RFC 9113 section 8.3.1.
+            host: req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                .or_else(|| found.host.clone()),
             user_agent: header(USER_AGENT),
             referer: header(REFERER),
             body: (!req.body().is_end_stream()).then(|| Arc::new(BodyProgress::default())),
@@ -258,6 +260,9 @@ impl Proxy {
         }
 
         let http1 = req.version() < Version::HTTP_2;
+        // Absolute-form that got this far names one of our host routes; the Host it came with
+        // is replaced by the target's (RFC 9112 section 3.2.2).
+        let absolute_form = http1 && req.uri().authority().is_some();
         let upgrade = http1 && found.upgrade;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -287,7 +292,7 @@ impl Proxy {
             conn.peer.ip(),
             &conn.peer_value,
             if conn.tls { "https" } else { "http" },
-            host_header.as_ref(),
+            host.as_ref(),
             &self.trusted,
         );
         seen.request_id = Some(forward::request_id(
@@ -319,7 +324,7 @@ impl Proxy {
         };
         if route.h2c {
             parts.headers.remove(HOST);
-        } else if host_header.is_none() {
+        } else if host_header.is_none() || absolute_form {
             if let Some(h) = host {
                 parts.headers.insert(HOST, h);
             }

@@ -352,6 +352,32 @@ fn headers_are_shaped_on_the_way_through() {
 }
 
 #[test]
+fn an_absolute_form_target_for_a_host_route_wins_over_the_host_header() {
+    let up = Upstream::start();
+    // The host-less route goes nowhere: a request routed by its Host header would be a 502.
+    let p = Podproxy::start(
+        &[
+            format!("shop.test/=http://{}", up.addr),
+            "/=http://127.0.0.1:1".to_string(),
+        ],
+        &[],
+    );
+    let r = raw(
+        p.port,
+        b"GET http://shop.test/x?y=1 HTTP/1.1\r\nHost: other.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(
+        r.contains("path=/x\n") && r.contains("query=y=1\n"),
+        "origin-form upstream: {r}"
+    );
+    assert!(
+        r.contains("host=shop.test\n") && r.contains("x-forwarded-host=shop.test\n"),
+        "the target's host, not the Host header's: {r}"
+    );
+}
+
+#[test]
 fn upstream_down_is_a_fast_502_and_slow_is_a_504() {
     let up = Upstream::start();
     let dead = free_port();
@@ -714,6 +740,14 @@ fn http2_prior_knowledge_from_clients() {
     let text = String::from_utf8_lossy(&body);
     assert!(
         text.contains("path=/h2\n") && text.contains("version=HTTP/1.1"),
+        "{text}"
+    );
+    // :authority, the HTTP/2 request's host, reaches the HTTP/1.1 upstream as Host and as
+    // X-Forwarded-Host.
+    let authority = format!("127.0.0.1:{}", p.port);
+    assert!(
+        text.contains(&format!("host={authority}\n"))
+            && text.contains(&format!("x-forwarded-host={authority}\n")),
         "{text}"
     );
 }
