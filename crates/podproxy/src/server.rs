@@ -378,18 +378,13 @@ pub async fn serve(
             }
             // Connections the kernel completed before the listener closes are in its accept
             // queue: their clients have sent requests. They are taken and served, not reset.
-            loop {
+            for (stream, peer) in last_accepts(listener) {
                 let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
                     return;
                 };
-                match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
-                    Ok(Ok((stream, peer))) => {
-                        let _ = stream.set_nodelay(true);
-                        if tx.send((stream, peer, permit)).await.is_err() {
-                            return;
-                        }
-                    }
-                    _ => return,
+                let _ = stream.set_nodelay(true);
+                if tx.send((stream, peer, permit)).await.is_err() {
+                    return;
                 }
             }
         });
@@ -485,6 +480,59 @@ pub async fn serve(
     limits.max_connections - permits.available_permits()
 }
 
+/// A classic BPF socket filter of one instruction, `ret #0`: every packet is dropped.
+const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+
+/// Stops `listener` completing new handshakes while what is in its accept queue stays there to
+/// be accepted: a socket filter that drops every packet. Linux runs a listener's filter on
+/// incoming SYNs and on the ACKs that would complete a handshake (`tcp_filter` in
+/// `tcp_v4_rcv`), so a client that tries now gets no answer; its SYN is sent again a second
+/// later, to a closed port, which refuses it. Shrinking the backlog would not do: with SYN
+/// cookies (Linux's default) clients would still complete handshakes, to be reset at the close
+/// with their requests written.
+fn stop_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
+    socket2::SockRef::from(listener).attach_filter(&DROP_ALL)
+}
+
+/// The connections in `listener`'s accept queue when it stops, taken with accept(2) itself
+/// until the queue is empty, after [`stop_handshakes`]. tokio's `accept` would not do: it
+/// trusts the readiness last read from epoll, and answers "nothing" for connections that came
+/// since, which the close would then reset.
+fn last_accepts(listener: TcpListener) -> Vec<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the listener's last connections");
+            return Vec::new();
+        }
+    };
+    if let Err(e) = stop_handshakes(&listener) {
+        tracing::warn!(error = %e, "cannot stop new handshakes at the drain; a client that connects as the listener closes may be reset");
+    }
+    let mut taken = Vec::new();
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpStream::from_std(stream));
+                match stream {
+                    Ok(s) => taken.push((s, peer)),
+                    Err(e) => {
+                        tracing::warn!(client = %peer, error = %e, "cannot serve a connection taken at the drain")
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return taken,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed at the drain");
+                return taken;
+            }
+        }
+    }
+}
+
 /// After the listeners close, how long connections get to leave on their own before idle ones
 /// are closed.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
@@ -493,6 +541,35 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 mod tests {
     use super::*;
     use crate::conn::InFlight;
+
+    /// What the drain relies on, checked against this kernel: once handshakes are stopped, a
+    /// connection already in the accept queue is still taken and works, and a new one gets no
+    /// answer (it is not completed, to be reset at the close).
+    #[tokio::test]
+    async fn a_stopped_listener_still_hands_over_its_queue_and_completes_no_new_handshake() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut queued = std::net::TcpStream::connect(addr).expect("connect");
+        std::io::Write::write_all(&mut queued, b"sent before the stop").expect("write");
+        let std_listener = listener.into_std().expect("std");
+        stop_handshakes(&std_listener).expect("filter");
+        let late = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(
+            late.is_err(),
+            "a handshake completed after the stop: {late:?}"
+        );
+        let listener = TcpListener::from_std(std_listener).expect("tokio");
+        let taken = last_accepts(listener);
+        assert_eq!(taken.len(), 1, "the queued connection, and only it");
+        let (stream, peer) = taken.into_iter().next().expect("one");
+        assert_eq!(peer, queued.local_addr().expect("local"));
+        let mut buf = [0u8; 20];
+        let mut stream = stream;
+        tokio::io::AsyncReadExt::read_exact(&mut stream, &mut buf)
+            .await
+            .expect("read");
+        assert_eq!(&buf, b"sent before the stop");
+    }
 
     #[test]
     fn a_head_is_timed_from_its_first_bytes_until_its_request_starts() {

@@ -1456,12 +1456,12 @@ fn sigterm_under_load_fails_no_request() {
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0)
         };
-        // One race is the kernel's, not podproxy's: a client that reconnects at the instant the
-        // listener closes can complete its handshake into the accept queue after podproxy's
-        // last look at it; closing the socket resets that connection, and wrk, which wrote its
-        // request without waiting, counts a read error for a request podproxy never saw. With
-        // wrk reconnecting after every `Connection: close` this happens in about one run in
-        // four, once; a request podproxy took and dropped would show as many.
+        // A client that completed its handshake into the accept queue after podproxy's last
+        // look at it would be reset at the close, and wrk, which writes its request without
+        // waiting, would count a read error for a request podproxy never saw. podproxy stops
+        // new handshakes (a socket filter) before it takes the queue with accept(2), so the
+        // one left is a handshake half done at that very moment; a request podproxy took and
+        // dropped would show as many.
         assert!(count("read") <= 1, "{text}");
         assert_eq!(count("timeout"), 0, "{text}");
     }
