@@ -480,18 +480,30 @@ pub async fn serve(
     limits.max_connections - permits.available_permits()
 }
 
-/// A classic BPF socket filter of one instruction, `ret #0`: every packet is dropped.
-const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+/// A classic BPF socket filter that drops TCP segments with SYN set and passes the rest. A
+/// socket filter sees the TCP header at offset 0; its flags are byte 13, SYN is bit 0x02.
+const DROP_SYN: [socket2::SockFilter; 4] = [
+    // ldb [13]
+    socket2::SockFilter::new(0x30, 0, 0, 13),
+    // jset #0x02, to the drop, else to the pass
+    socket2::SockFilter::new(0x45, 0, 1, 0x02),
+    // ret #0: dropped
+    socket2::SockFilter::new(0x06, 0, 0, 0),
+    // ret #0xffffffff: passed whole
+    socket2::SockFilter::new(0x06, 0, 0, u32::MAX),
+];
 
-/// Stops `listener` completing new handshakes while what is in its accept queue stays there to
-/// be accepted: a socket filter that drops every packet. Linux runs a listener's filter on
-/// incoming SYNs and on the ACKs that would complete a handshake (`tcp_filter` in
-/// `tcp_v4_rcv`), so a client that tries now gets no answer; its SYN is sent again a second
-/// later, to a closed port, which refuses it. Shrinking the backlog would not do: with SYN
+/// Stops `listener` starting new handshakes, while what is in its accept queue stays there to
+/// be accepted: a socket filter that drops SYNs. Linux runs a listener's filter on what comes
+/// to it (`tcp_filter` in `tcp_v4_rcv` and `tcp_v6_rcv`), so a client that tries now gets no
+/// answer; its SYN is sent again a second later, to a closed port, which refuses it. Only SYNs:
+/// a handshake already half done still completes (its connection is taken if it is queued in
+/// time), and a connection made from the listener inherits its filter (`sk_clone_lock`), which
+/// must not drop what the client sends on it. Shrinking the backlog would not do: with SYN
 /// cookies (Linux's default) clients would still complete handshakes, to be reset at the close
 /// with their requests written.
 fn stop_handshakes(listener: &std::net::TcpListener) -> std::io::Result<()> {
-    socket2::SockRef::from(listener).attach_filter(&DROP_ALL)
+    socket2::SockRef::from(listener).attach_filter(&DROP_SYN)
 }
 
 /// The connections in `listener`'s accept queue when it stops, taken with accept(2) itself
@@ -523,7 +535,12 @@ fn last_accepts(listener: TcpListener) -> Vec<(tokio::net::TcpStream, std::net::
                     }
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // A connection the client gave up on while queued; the rest are still there.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::ConnectionAborted
+                ) => {}
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return taken,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed at the drain");
@@ -550,9 +567,10 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut queued = std::net::TcpStream::connect(addr).expect("connect");
-        std::io::Write::write_all(&mut queued, b"sent before the stop").expect("write");
         let std_listener = listener.into_std().expect("std");
         stop_handshakes(&std_listener).expect("filter");
+        // Sent after the stop: the connection made from the listener must not drop it.
+        std::io::Write::write_all(&mut queued, b"sent after the stop.").expect("write");
         let late = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
         assert!(
             late.is_err(),
@@ -568,7 +586,22 @@ mod tests {
         tokio::io::AsyncReadExt::read_exact(&mut stream, &mut buf)
             .await
             .expect("read");
-        assert_eq!(&buf, b"sent before the stop");
+        assert_eq!(&buf, b"sent after the stop.");
+        // A connection made from the listener once it is stopped inherits its filter: it must
+        // still get what its client sends (only SYNs are dropped).
+        socket2::SockRef::from(&stream)
+            .attach_filter(&DROP_SYN)
+            .expect("filter on the connection");
+        std::io::Write::write_all(&mut queued, b"and more").expect("write");
+        let mut more = [0u8; 8];
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read_exact(&mut stream, &mut more),
+        )
+        .await
+        .expect("the data passed the filter")
+        .expect("read");
+        assert_eq!(&more, b"and more");
     }
 
     #[test]
