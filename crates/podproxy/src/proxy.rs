@@ -134,9 +134,11 @@ impl Proxy {
             request_id: None,
             // The target's authority (HTTP/1.1 absolute-form, HTTP/2's :authority) wins over
             // Host: RFC 9112 section 3.2.2, RFC 9113 section 8.3.1.
+            // One with userinfo is refused (see `prepare`), and never logged.
             host: req
                 .uri()
                 .authority()
+                .filter(|a| !a.as_str().contains('@'))
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .or_else(|| found.host.clone()),
             user_agent: header(USER_AGENT),
@@ -201,6 +203,17 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n"));
         }
+        // RFC 9110 section 4.2.4: userinfo in an http(s) target is to be treated as an error.
+        if req
+            .uri()
+            .authority()
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "userinfo in the request target is refused\n",
+            ));
+        }
         // HTTP/1.x absolute-form (RFC 9112 3.2.2) is what clients send to forward proxies; we
         // are none, so it is refused unless it names one of our host routes.
         if req.version() < Version::HTTP_2 {
@@ -260,9 +273,10 @@ impl Proxy {
         }
 
         let http1 = req.version() < Version::HTTP_2;
-        // Absolute-form that got this far names one of our host routes; the Host it came with
-        // is replaced by the target's (RFC 9112 section 3.2.2).
-        let absolute_form = http1 && req.uri().authority().is_some();
+        // A target with an authority (absolute-form that got this far names one of our host
+        // routes; HTTP/2's :authority) was routed by it, and the upstream's Host says the same:
+        // the Host it came with is replaced (RFC 9112 section 3.2.2, RFC 9113 section 8.3.1).
+        let has_authority = req.uri().authority().is_some();
         let upgrade = http1 && found.upgrade;
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -324,7 +338,7 @@ impl Proxy {
         };
         if route.h2c {
             parts.headers.remove(HOST);
-        } else if host_header.is_none() || absolute_form {
+        } else if host_header.is_none() || has_authority {
             if let Some(h) = host {
                 parts.headers.insert(HOST, h);
             }

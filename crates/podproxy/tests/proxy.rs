@@ -375,6 +375,13 @@ fn an_absolute_form_target_for_a_host_route_wins_over_the_host_header() {
         r.contains("host=shop.test\n") && r.contains("x-forwarded-host=shop.test\n"),
         "the target's host, not the Host header's: {r}"
     );
+    // Userinfo in the target is refused (RFC 9110 section 4.2.4), never routed or passed on.
+    let r = raw(
+        p.port,
+        b"GET http://user:pw@shop.test/x HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&r), 400, "{r}");
+    assert!(!r.contains("user:pw"), "{r}");
 }
 
 #[test]
@@ -735,7 +742,22 @@ fn http2_prior_knowledge_from_clients() {
         let resp = send.send_request(req).await.expect("response");
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.version(), http::Version::HTTP_2);
-        resp.into_body().collect().await.expect("body").to_bytes()
+        let first = resp.into_body().collect().await.expect("body").to_bytes();
+        // A Host header that says otherwise: routed by :authority, and the upstream's Host
+        // says the same.
+        let req = Request::get(format!("http://127.0.0.1:{}/h2", p.port))
+            .header("host", "other.test")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        let second = resp.into_body().collect().await.expect("body").to_bytes();
+        let second = String::from_utf8_lossy(&second).into_owned();
+        assert!(
+            second.contains(&format!("host=127.0.0.1:{}\n", p.port))
+                && !second.contains("other.test"),
+            "{second}"
+        );
+        first
     });
     let text = String::from_utf8_lossy(&body);
     assert!(
