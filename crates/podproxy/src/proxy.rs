@@ -140,7 +140,8 @@ impl Proxy {
                 .authority()
                 .filter(|a| !a.as_str().contains('@'))
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| found.host.clone()),
+                .or_else(|| found.host.clone())
+                .filter(|h| !h.as_bytes().contains(&b'@')),
             user_agent: header(USER_AGENT),
             referer: header(REFERER),
             body: (!req.body().is_end_stream()).then(|| Arc::new(BodyProgress::default())),
@@ -213,6 +214,14 @@ impl Proxy {
                 StatusCode::BAD_REQUEST,
                 "userinfo in the request target is refused\n",
             ));
+        }
+        // Nor is a Host that is no `uri-host[:port]` (RFC 9112 section 3.2).
+        if found
+            .host
+            .as_ref()
+            .is_some_and(|h| h.as_bytes().contains(&b'@'))
+        {
+            return Err((StatusCode::BAD_REQUEST, "userinfo in Host is refused\n"));
         }
         // HTTP/1.x absolute-form (RFC 9112 3.2.2) is what clients send to forward proxies; we
         // are none, so it is refused unless it names one of our host routes.

@@ -382,6 +382,11 @@ fn an_absolute_form_target_for_a_host_route_wins_over_the_host_header() {
     );
     assert_eq!(status(&r), 400, "{r}");
     assert!(!r.contains("user:pw"), "{r}");
+    let r = raw(
+        p.port,
+        b"GET /x HTTP/1.1\r\nHost: user:pw@shop.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&r), 400, "{r}");
 }
 
 #[test]
