@@ -215,12 +215,10 @@ impl Proxy {
                 "userinfo in the request target is refused\n",
             ));
         }
-        // Nor is a Host that is no `uri-host[:port]` (RFC 9112 section 3.2).
-        if found
-            .host
-            .as_ref()
-            .is_some_and(|h| h.as_bytes().contains(&b'@'))
-        {
+        // Nor is a Host that is no `uri-host[:port]` (RFC 9112 section 3.2) when it is the
+        // request's host: `handle` found it with userinfo and kept none (with an authority,
+        // Host is not used, and is replaced on the way up).
+        if seen.host.is_none() && found.host.is_some() {
             return Err((StatusCode::BAD_REQUEST, "userinfo in Host is refused\n"));
         }
         // HTTP/1.x absolute-form (RFC 9112 3.2.2) is what clients send to forward proxies; we
