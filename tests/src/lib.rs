@@ -296,16 +296,20 @@ pub fn now_nanos() -> i128 {
 pub struct LoopbackListener {
     /// When the port started accepting, in nanoseconds since the Unix epoch.
     pub listening_since: i128,
+    /// The port it listens on (the one asked for, or the kernel's pick for 0).
+    pub port: u16,
     accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl LoopbackListener {
+    /// Listens on `port`, or on a port the kernel picks for 0.
     pub fn bind(port: u16) -> LoopbackListener {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
         let listening_since = now_nanos();
+        let port = listener.local_addr().expect("local address").port();
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
@@ -327,6 +331,7 @@ impl LoopbackListener {
         };
         LoopbackListener {
             listening_since,
+            port,
             accepted,
             stop,
             thread: Some(thread),
@@ -456,9 +461,10 @@ mod tests {
 
     #[test]
     fn a_loopback_listener_counts_connections() {
-        let port = free_loopback_port();
-        let listener = LoopbackListener::bind(port);
-        TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        // Port 0: a free port picked first and bound after could be taken in between (it
+        // was, once, in CI: "Address already in use").
+        let listener = LoopbackListener::bind(0);
+        TcpStream::connect(("127.0.0.1", listener.port)).expect("connect");
         assert!(wait_until(Duration::from_secs(5), || listener.accepted() == 1));
         assert!(listener.listening_since <= now_nanos());
     }
