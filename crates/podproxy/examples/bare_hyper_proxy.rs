@@ -6,34 +6,17 @@
 //!
 //! `bare_hyper_proxy LISTEN_ADDR UPSTREAM_ADDR [--headers]`, both `host:port`. With
 //! `--headers` it adds what podproxy adds to every request and nothing else: `X-Forwarded-For`,
-//! `-Proto`, `-Host`, and an `X-Request-Id` (kept, or 32 hex digits from a generator seeded per
-//! connection: a measuring stick needs their cost, not their uniqueness) sent back in the
-//! answer; the bench's row for it tells what those headers cost, the backend's share included.
+//! `-Proto`, `-Host`, and an `X-Request-Id` (kept, or made by podproxy's own
+//! `forward::request_id`) sent back in the answer; the bench's row for it tells what those
+//! headers cost, the backend's share included.
 
 use std::sync::{Arc, Mutex};
 
-use http::header::{HeaderName, HeaderValue, HOST};
+use http::header::{HeaderValue, HOST};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use rand::{RngCore, SeedableRng};
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The generator's next 128 bits as 32 hex digits.
-fn request_id(rng: &mut rand::rngs::SmallRng) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 32];
-    let bits = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())).to_be_bytes();
-    for (pair, b) in text.chunks_exact_mut(2).zip(bits) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
-        .unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
+// podproxy's own header names and request id, so the row costs what podproxy pays for them.
+use podproxy::forward::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
 #[global_allocator]
 static ALLOCATOR: podkit_alloc::MiMalloc = podkit_alloc::MiMalloc;
@@ -88,9 +71,6 @@ fn main() -> std::process::ExitCode {
                 };
                 tokio::spawn(conn);
                 let send = Arc::new(Mutex::new(send));
-                let rng = std::cell::RefCell::new(rand::rngs::SmallRng::seed_from_u64(u64::from(
-                    peer.port(),
-                )));
                 let peer = HeaderValue::from_str(&peer.ip().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
                 let service =
@@ -102,12 +82,9 @@ fn main() -> std::process::ExitCode {
                             if let Some(host) = h.get(HOST).cloned() {
                                 h.insert(X_FORWARDED_HOST, host);
                             }
-                            let id = h
-                                .get(X_REQUEST_ID)
-                                .cloned()
-                                .unwrap_or_else(|| request_id(&mut rng.borrow_mut()));
-                            h.insert(X_REQUEST_ID, id.clone());
-                            id
+                            let incoming = h.get(X_REQUEST_ID).cloned();
+                            let count = usize::from(incoming.is_some());
+                            forward::request_id(h, incoming.as_ref(), count)
                         });
                         // An HTTP/1 client sends one request at a time, so the connection is free.
                         let answer = send
