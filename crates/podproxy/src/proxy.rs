@@ -129,7 +129,10 @@ impl Proxy {
             } else {
                 String::new()
             },
-            query: req.uri().query().map(str::to_string),
+            // Kept for the log only; the upstream's target takes it from the request itself.
+            query: logging
+                .then(|| req.uri().query().map(str::to_string))
+                .flatten(),
             protocol: protocol_name(req.version()),
             request_id: None,
             // The target's authority (HTTP/1.1 absolute-form, HTTP/2's :authority) wins over
@@ -179,7 +182,12 @@ impl Proxy {
                 m.request(resp.status().as_u16(), seen.start.elapsed());
             }
             let status = resp.status().as_u16();
-            let on_end = self.access_log_entry(seen, status, upstream_time);
+            // Checked here, so that without a log `seen` is not moved into a call for nothing.
+            let on_end = if self.access_log.enabled() {
+                self.access_log_entry(seen, status, upstream_time)
+            } else {
+                None
+            };
             Ok(finish_response(resp, in_flight, deadline, on_end))
         }
     }
@@ -331,7 +339,7 @@ impl Proxy {
         if !as_it_came {
             let path = rewritten.as_deref().unwrap_or(parts.uri.path());
             let mut path_and_query = route.upstream_path(path);
-            if let Some(q) = &seen.query {
+            if let Some(q) = parts.uri.query() {
                 path_and_query.push('?');
                 path_and_query.push_str(q);
             }

@@ -171,33 +171,39 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
 
 /// Every route, and the choice among them.
 #[derive(Debug, Clone, Default)]
-pub struct Routes(Vec<Route>);
+pub struct Routes {
+    routes: Vec<Route>,
+    /// Some route names a host; without one, the request's host plays no part in the choice
+    /// and is not looked at (its port is not stripped, no host pass is made).
+    any_host: bool,
+}
 
 impl Routes {
     pub fn new(routes: Vec<Route>) -> Routes {
-        Routes(routes)
+        let any_host = routes.iter().any(|r| r.host.is_some());
+        Routes { routes, any_host }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Route> {
-        self.0.iter()
+        self.routes.iter()
     }
 
     /// The route at `index` (from [`Routes::find_index`]).
     pub fn get(&self, index: usize) -> &Route {
-        &self.0[index]
+        &self.routes[index]
     }
 
     /// The route for a request to `host` (as in the Host header, port allowed) and the
     /// normalized `path`; None is a 404.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.find_index(host, path).map(|i| &self.0[i])
+        self.find_index(host, path).map(|i| &self.routes[i])
     }
 
     /// As [`Routes::find`], the route's position in the list.
     pub fn find_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
-        let host = host.map(strip_port);
+        let host = host.filter(|_| self.any_host).map(strip_port);
         let best = |for_host: bool| {
-            self.0
+            self.routes
                 .iter()
                 .enumerate()
                 .filter(|(_, r)| match (&r.host, host) {
@@ -209,7 +215,7 @@ impl Routes {
                 .max_by_key(|(_, r)| r.prefix.len())
                 .map(|(i, _)| i)
         };
-        best(true).or_else(|| best(false))
+        host.and_then(|_| best(true)).or_else(|| best(false))
     }
 }
 
