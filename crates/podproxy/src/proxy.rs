@@ -229,6 +229,17 @@ impl Proxy {
         if seen.host.is_none() && found.host.is_some() {
             return Err((StatusCode::BAD_REQUEST, "userinfo in Host is refused\n"));
         }
+        // RFC 9113 section 8.3.1: an HTTP/2 request whose Host names another entity than its
+        // :authority should be treated as malformed. Routed by one and checked by an app by
+        // the other, it is a way around host routes; refused rather than passed on.
+        if req.version() == Version::HTTP_2 {
+            if let (Some(authority), Some(host)) = (req.uri().authority(), found.host.as_ref()) {
+                let default_port = if conn.tls { 443 } else { 80 };
+                if !same_entity(authority, host, default_port) {
+                    return Err((StatusCode::BAD_REQUEST, "Host differs from :authority\n"));
+                }
+            }
+        }
         // HTTP/1.x absolute-form (RFC 9112 3.2.2) is what clients send to forward proxies; we
         // are none, so it is refused unless it names one of our host routes.
         if req.version() < Version::HTTP_2 {
@@ -523,6 +534,20 @@ impl Proxy {
                 referer: text(seen.referer),
             })
         }))
+    }
+}
+
+/// Whether a Host value names the same host and port as an authority (hosts compared without
+/// regard to case, a missing port read as `default_port`). A Host that is no authority names
+/// nothing the same.
+fn same_entity(authority: &http::uri::Authority, host: &HeaderValue, default_port: u16) -> bool {
+    match http::uri::Authority::try_from(host.as_bytes()) {
+        Ok(h) => {
+            h.host().eq_ignore_ascii_case(authority.host())
+                && h.port_u16().unwrap_or(default_port)
+                    == authority.port_u16().unwrap_or(default_port)
+        }
+        Err(_) => false,
     }
 }
 
