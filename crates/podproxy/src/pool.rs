@@ -93,6 +93,16 @@ impl Shared {
     }
 }
 
+/// An upstream's place in the pool, from [`Http1Pool::slot`]: its index and the `host:port` it
+/// was made for, together, so that a request cannot be sent through one upstream's slot to
+/// another upstream.
+#[derive(Debug, Clone)]
+pub struct PoolSlot {
+    index: usize,
+    host: Arc<str>,
+    port: u16,
+}
+
 /// The pool; cheap to clone (one shared state).
 #[derive(Clone)]
 pub struct Http1Pool {
@@ -116,23 +126,27 @@ impl Http1Pool {
 
     /// The slot of `host:port`, for [`Http1Pool::send`]: looked up once per upstream (a route
     /// keeps it), not per request.
-    pub fn slot(&self, host: &str, port: u16) -> usize {
-        self.shared.slot(host, port)
+    pub fn slot(&self, host: &str, port: u16) -> PoolSlot {
+        PoolSlot {
+            index: self.shared.slot(host, port),
+            host: Arc::from(host),
+            port,
+        }
     }
 
-    /// Sends `req` to `host:port` (whose slot is `slot`) on a pooled connection, or a new one.
+    /// Sends `req` to the upstream of `slot` on a pooled connection, or a new one.
     /// `now` is the request's arrival, read once by the caller: the first checkout judges idle
     /// connections by it, so one may be taken the few microseconds since then past
     /// `idle_timeout`. A checkout after a retry (a failed connect or a closed pooled
     /// connection, which can take up to the connect timeout) reads the clock again.
     pub async fn send(
         &self,
-        slot: usize,
-        host: &str,
-        port: u16,
+        slot: &PoolSlot,
         req: Request<Body>,
         now: Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
+        let (host, port) = (&*slot.host, slot.port);
+        let slot = slot.index;
         let mut req = req;
         to_origin_form(&mut req, host, port);
         let mut retried = false;

@@ -39,7 +39,7 @@ pub struct Proxy {
     pub route_metrics: Vec<RouteMetrics>,
     /// Per route (same order as `routes`): its upstream's slot in the HTTP/1.1 pool, if it is
     /// the pool's ([`Clients::slot`]).
-    pub pool_slots: Vec<Option<usize>>,
+    pub pool_slots: Vec<Option<crate::pool::PoolSlot>>,
     pub upstream_response_timeout: Duration,
     /// `--request-timeout`, None when off.
     pub request_timeout: Option<Duration>,
@@ -410,7 +410,7 @@ impl Proxy {
         let head_deadline =
             tokio::time::Instant::from_std(seen.start) + self.upstream_response_timeout;
         let wait_until = deadline.map_or(head_deadline, |d| d.min(head_deadline));
-        let slot = self.pool_slots.get(index).copied().flatten();
+        let slot = self.pool_slots.get(index).and_then(Option::as_ref);
         let send = self
             .clients
             .send(&route.upstream, route.h2c, slot, upstream_req, seen.start);

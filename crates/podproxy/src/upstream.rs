@@ -19,7 +19,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use crate::pool::{Http1Pool, PoolError, PooledBody};
+use crate::pool::{Http1Pool, PoolError, PoolSlot, PooledBody};
 use crate::route::Upstream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -95,7 +95,7 @@ impl Clients {
 
     /// The HTTP/1.1 pool's slot for `upstream`, when it is the pool's (HTTP/1.1 over TCP): a
     /// route looks it up once.
-    pub fn slot(&self, upstream: &Upstream, h2c: bool) -> Option<usize> {
+    pub fn slot(&self, upstream: &Upstream, h2c: bool) -> Option<PoolSlot> {
         match (upstream, h2c) {
             (Upstream::Http { host, port }, false) => Some(self.http1.slot(host, *port)),
             _ => None,
@@ -103,20 +103,28 @@ impl Clients {
     }
 
     /// The request's URI must already name the upstream (see [`upstream_uri`]), or be
-    /// origin-form for the HTTP/1.1 pool. `slot` is [`Clients::slot`]'s, if known; `now` the
-    /// request's arrival.
+    /// origin-form for the HTTP/1.1 pool. `slot` is [`Clients::slot`]'s for `upstream`, if
+    /// known (the pool sends to the `host:port` its slot was made for); `now` the request's
+    /// arrival.
     pub async fn send(
         &self,
         upstream: &Upstream,
         h2c: bool,
-        slot: Option<usize>,
+        slot: Option<&PoolSlot>,
         req: hyper::Request<Body>,
         now: std::time::Instant,
     ) -> Result<hyper::Response<UpstreamBody>, SendError> {
         let legacy = match (upstream, h2c) {
             (Upstream::Http { host, port }, false) => {
-                let slot = slot.unwrap_or_else(|| self.http1.slot(host, *port));
-                return match self.http1.send(slot, host, *port, req, now).await {
+                let made;
+                let slot = match slot {
+                    Some(s) => s,
+                    None => {
+                        made = self.http1.slot(host, *port);
+                        &made
+                    }
+                };
+                return match self.http1.send(slot, req, now).await {
                     Ok(resp) => Ok(resp.map(UpstreamBody::Pooled)),
                     Err(e) => Err(SendError::Pool(e)),
                 };
