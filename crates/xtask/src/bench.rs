@@ -692,6 +692,58 @@ struct Served {
     p50_ms: f64,
     p99_ms: f64,
     peak_rss_kib: Option<u64>,
+    /// What the kernel counted for the proxy, per request (None for the direct runs).
+    proxy: Option<PerRequest>,
+    /// The same for the backend's worker, which shares CPU 0 with the proxy.
+    backend: Option<PerRequest>,
+}
+
+/// A process's CPU time, and its context switches, per request served during a wrk run. For a
+/// server, a voluntary switch is a wait for work (epoll), so its count is how often it was
+/// woken; an involuntary one is a preemption, on CPU 0 by the other process there.
+#[derive(Clone, Copy)]
+struct PerRequest {
+    cpu_us: f64,
+    voluntary: f64,
+    involuntary: f64,
+}
+
+/// The kernel's counts for a process, summed over its threads: CPU time in ns
+/// (`/proc/PID/task/TID/schedstat`) and context switches (`.../status`).
+#[derive(Default, Clone, Copy)]
+struct SchedCounts {
+    cpu_ns: u64,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+fn sched_counts(pid: u32) -> Option<SchedCounts> {
+    let mut counts = SchedCounts::default();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        let schedstat = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+        counts.cpu_ns += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
+        let status = std::fs::read_to_string(dir.join("status")).ok()?;
+        for line in status.lines() {
+            let count = |rest: &str| rest.trim().parse::<u64>().unwrap_or(0);
+            if let Some(rest) = line.strip_prefix("voluntary_ctxt_switches:") {
+                counts.voluntary += count(rest);
+            } else if let Some(rest) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                counts.involuntary += count(rest);
+            }
+        }
+    }
+    Some(counts)
+}
+
+/// The counts between `before` and `after`, per request.
+fn per_request(before: SchedCounts, after: SchedCounts, requests: f64) -> PerRequest {
+    let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / requests;
+    PerRequest {
+        cpu_us: per(after.cpu_ns, before.cpu_ns) / 1000.0,
+        voluntary: per(after.voluntary, before.voluntary),
+        involuntary: per(after.involuntary, before.involuntary),
+    }
 }
 
 /// A process killed on drop.
@@ -745,13 +797,14 @@ pub fn bench_podproxy() -> Result<()> {
     std::fs::create_dir_all(&work).map_err(|e| Error::new(format!("bench: {e}")))?;
 
     let backend_port = free_port()?;
-    let _backend = nginx(
+    let backend = nginx(
         &work.join("backend"),
         &format!(
             "server {{ listen 127.0.0.1:{backend_port}; location / {{ return 200 \"ok\\n\"; }} }}"
         ),
     )?;
     wait_listening(backend_port)?;
+    let backend_worker = child_pid(backend.0.id());
 
     // Every proxy runs for the whole bench and the wrk runs take turns, round after round, so
     // a slow spell of this shared machine lands on every target alike; the medians are shown.
@@ -849,7 +902,7 @@ pub fn bench_podproxy() -> Result<()> {
     for round in 1..=WRK_ROUNDS {
         for (i, (name, (port, pid))) in targets.iter().enumerate() {
             println!("round {round}/{WRK_ROUNDS}: wrk {name} ...");
-            rounds[i].push(wrk_run(name, *port, *pid)?);
+            rounds[i].push(wrk_run(name, *port, *pid, backend_worker)?);
         }
     }
     drop((
@@ -876,6 +929,32 @@ pub fn bench_podproxy() -> Result<()> {
             r.peak_rss_kib
                 .map(|k| human_size(k * 1024))
                 .unwrap_or_else(|| "-".into())
+        );
+    }
+    // The backend shares CPU 0 with the proxy: how often the proxy's writes wake it (each
+    // wakeup serves the requests queued by then) weighs on the req/s as much as the proxy's
+    // own CPU time does.
+    println!(
+        "\nper request, as the kernel counted (medians): CPU time; context switches: the proxy \
+         preempted, the backend woken"
+    );
+    println!(
+        "{:<26} {:>12} {:>12} {:>14} {:>14}",
+        "target", "proxy CPU", "preempted", "backend CPU", "backend woken"
+    );
+    let us = |p: &Option<PerRequest>| {
+        p.map(|p| format!("{:.2} us", p.cpu_us))
+            .unwrap_or_else(|| "-".into())
+    };
+    let count = |p: Option<f64>| p.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into());
+    for r in &results {
+        println!(
+            "{:<26} {:>12} {:>12} {:>14} {:>14}",
+            r.name,
+            us(&r.proxy),
+            count(r.proxy.map(|p| p.involuntary)),
+            us(&r.backend),
+            count(r.backend.map(|p| p.voluntary)),
         );
     }
     let ours = &results[1];
@@ -1000,6 +1079,8 @@ fn median_of(mut runs: Vec<Served>) -> Served {
     let p50_ms = median(&mut runs, |r| r.p50_ms);
     let p99_ms = median(&mut runs, |r| r.p99_ms);
     let peak_rss_kib = runs.iter().filter_map(|r| r.peak_rss_kib).max();
+    let proxy = median_per_request(runs.iter().filter_map(|r| r.proxy).collect());
+    let backend = median_per_request(runs.iter().filter_map(|r| r.backend).collect());
     let name = runs.first().map(|r| r.name).unwrap_or("?");
     println!("{name}: req/s round by round: {}", each.join(", "));
     Served {
@@ -1008,11 +1089,35 @@ fn median_of(mut runs: Vec<Served>) -> Served {
         p50_ms,
         p99_ms,
         peak_rss_kib,
+        proxy,
+        backend,
     }
 }
 
+/// The median of each count over the rounds that have one.
+fn median_per_request(mut runs: Vec<PerRequest>) -> Option<PerRequest> {
+    if runs.is_empty() {
+        return None;
+    }
+    let mut median = |key: fn(&PerRequest) -> f64| {
+        runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+        key(&runs[runs.len() / 2])
+    };
+    Some(PerRequest {
+        cpu_us: median(|r| r.cpu_us),
+        voluntary: median(|r| r.voluntary),
+        involuntary: median(|r| r.involuntary),
+    })
+}
+
 /// wrk on CPU 1 against the port; the peak RSS of `pid` (if given) afterwards.
-fn wrk_run(name: &'static str, port: u16, pid: Option<u32>) -> Result<Served> {
+fn wrk_run(
+    name: &'static str,
+    port: u16,
+    pid: Option<u32>,
+    backend: Option<u32>,
+) -> Result<Served> {
+    let before = (pid.and_then(sched_counts), backend.and_then(sched_counts));
     let out = Command::new("/usr/bin/taskset")
         .args([
             "-c",
@@ -1049,11 +1154,23 @@ fn wrk_run(name: &'static str, port: u16, pid: Option<u32>) -> Result<Served> {
             "bench: wrk printed no Requests/sec for {name}:\n{text}"
         ))
     })?;
+    let after = (pid.and_then(sched_counts), backend.and_then(sched_counts));
+    // "N requests in 5.00s, ..."
+    let requests = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .filter(|n| *n > 0.0);
+    let counted =
+        |b: Option<SchedCounts>, a: Option<SchedCounts>| Some(per_request(b?, a?, requests?));
     Ok(Served {
         name,
         req_per_sec,
         p50_ms: number("50%").unwrap_or(f64::NAN),
         p99_ms: number("99%").unwrap_or(f64::NAN),
         peak_rss_kib: pid.map(vm_hwm_kib),
+        proxy: counted(before.0, after.0),
+        backend: counted(before.1, after.1),
     })
 }
