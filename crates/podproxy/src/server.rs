@@ -366,7 +366,7 @@ pub async fn serve(
                 match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        if tx.send((stream, peer, permit)).await.is_err() {
+                        if tx.send((stream, peer, Some(permit))).await.is_err() {
                             return;
                         }
                     }
@@ -377,11 +377,14 @@ pub async fn serve(
                 }
             }
             // Connections the kernel completed before the listener closes are in its accept
-            // queue: their clients have sent requests. They are taken and served, not reset.
+            // queue: their clients have sent requests. They are taken and served, not reset,
+            // even when --max-connections is reached: the only other choice is to reset them,
+            // and there are at most a backlog of them, once.
             for (stream, peer) in last_accepts(listener) {
-                let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-                    return;
-                };
+                let permit = Arc::clone(&permits).try_acquire_owned().ok();
+                if permit.is_none() {
+                    tracing::debug!(client = %peer, "serving a connection queued at the drain beyond --max-connections");
+                }
                 let _ = stream.set_nodelay(true);
                 if tx.send((stream, peer, permit)).await.is_err() {
                     return;
@@ -458,6 +461,7 @@ pub async fn serve(
             }
             open.lock().remove(&id);
             metrics.open_connections.dec();
+            // None for a connection taken at the drain beyond --max-connections.
             drop(permit);
         });
     }
@@ -466,18 +470,17 @@ pub async fn serve(
     // HTTP/1 connection is closed, HTTP/2 gets GOAWAY) and requests in flight finish.
     let deadline = tokio::time::Instant::now() + drain_timeout;
     let grace = tokio::time::Instant::now() + DRAIN_GRACE.min(drain_timeout / 2);
-    while permits.available_permits() < limits.max_connections
-        && tokio::time::Instant::now() < grace
-    {
+    // Counted by what is open (a connection leaves `open` as it ends), not by the permits:
+    // those taken at the drain beyond --max-connections hold none.
+    while !open.lock().is_empty() && tokio::time::Instant::now() < grace {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     open.ask_all(GRACEFUL);
-    while permits.available_permits() < limits.max_connections
-        && tokio::time::Instant::now() < deadline
-    {
+    while !open.lock().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    limits.max_connections - permits.available_permits()
+    let left = open.lock().len();
+    left
 }
 
 /// A classic BPF socket filter that drops TCP segments with SYN set and passes the rest. A

@@ -937,6 +937,76 @@ fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
     assert_eq!(kept.read(&mut [0u8; 16]).unwrap_or(0), 0);
 }
 
+#[test]
+fn sigterm_serves_connections_queued_beyond_max_connections() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &[
+            "--max-connections",
+            "1",
+            "--drain-delay",
+            "300ms",
+            "--drain-timeout",
+            "10s",
+        ],
+    );
+    // The one connection allowed, kept alive after its answer: it holds the permit.
+    let mut kept = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    kept.set_read_timeout(Some(LIMIT)).expect("timeout");
+    kept.write_all(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    let mut answer = [0u8; 512];
+    let n = kept.read(&mut answer).expect("kept-alive answer");
+    assert_eq!(status(&String::from_utf8_lossy(&answer[..n])), 200);
+    // A second one: the kernel completes its handshake and queues it, and its request waits
+    // there, as podproxy takes no connection beyond --max-connections.
+    let mut queued = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    queued.set_read_timeout(Some(LIMIT)).expect("timeout");
+    queued
+        .write_all(b"GET /queued HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        up.requests(),
+        1,
+        "the queued request was served before the drain"
+    );
+    let ok = Command::new("kill")
+        .arg("-TERM")
+        .arg(p.child.id().to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok);
+    // The listener closes after the drain delay with the queued connection still waiting for
+    // a permit: it is taken and served all the same, and told to close.
+    let mut got = Vec::new();
+    let _ = queued.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert_eq!(status(&got), 200, "the queued request failed: {got:?}");
+    assert!(got.contains("path=/queued"), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    // The kept-alive one is closed once idle, and podproxy exits having drained everything.
+    assert_eq!(kept.read(&mut [0u8; 16]).unwrap_or(0), 0);
+    let mut p = p;
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = p.child.try_wait().expect("wait") {
+            break s.code();
+        }
+        assert!(
+            start.elapsed() < LIMIT,
+            "podproxy did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+}
+
 fn ready_status(admin: u16) -> u16 {
     try_raw(
         admin,
