@@ -228,6 +228,30 @@ impl Podproxy {
         p
     }
 
+    /// Sends SIGTERM, as the kubelet does to start a drain.
+    fn sigterm(&self) {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to exit (at most [`LIMIT`]); its exit code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                return s.code();
+            }
+            assert!(
+                start.elapsed() < LIMIT,
+                "podproxy did not exit after draining"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn access_log(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.dir.path().join("access.log"))
             .unwrap_or_default()
@@ -886,13 +910,7 @@ fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
     assert_eq!(status(&String::from_utf8_lossy(&answer[..n])), 200);
     std::thread::sleep(Duration::from_millis(300));
     let signalled = Instant::now();
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(p.child.id().to_string())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
+    p.sigterm();
     std::thread::sleep(Duration::from_millis(100));
     assert!(
         !p.dir.path().join("ready").exists(),
@@ -914,18 +932,7 @@ fn sigterm_drains_in_flight_requests_and_the_ready_file_goes() {
         );
     }
     let mut p = p;
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = p.child.try_wait().expect("wait") {
-            break s.code();
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "podproxy did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(p.wait_exit(), Some(0));
     // Well before --drain-timeout (10s): /slow's 3s, the grace and the log flush.
     assert!(
         signalled.elapsed() < Duration::from_secs(8),
@@ -972,13 +979,7 @@ fn sigterm_serves_connections_queued_beyond_max_connections() {
         1,
         "the queued request was served before the drain"
     );
-    let ok = Command::new("kill")
-        .arg("-TERM")
-        .arg(p.child.id().to_string())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
+    p.sigterm();
     // The listener closes after the drain delay with the queued connection still waiting for
     // a permit: it is taken and served all the same, and told to close.
     let mut got = Vec::new();
@@ -993,18 +994,7 @@ fn sigterm_serves_connections_queued_beyond_max_connections() {
     // The kept-alive one is closed once idle, and podproxy exits having drained everything.
     assert_eq!(kept.read(&mut [0u8; 16]).unwrap_or(0), 0);
     let mut p = p;
-    let start = Instant::now();
-    let code = loop {
-        if let Some(s) = p.child.try_wait().expect("wait") {
-            break s.code();
-        }
-        assert!(
-            start.elapsed() < LIMIT,
-            "podproxy did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(p.wait_exit(), Some(0));
 }
 
 fn ready_status(admin: u16) -> u16 {
@@ -1558,11 +1548,7 @@ fn sigterm_under_load_fails_no_request() {
         .spawn()
         .expect("this test needs wrk (apt-get install wrk)");
     std::thread::sleep(Duration::from_millis(1500));
-    let status = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    p.sigterm();
     let out = wrk.wait_with_output().expect("wrk");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("Non-2xx"), "{text}");
