@@ -913,6 +913,24 @@ pub fn bench_podproxy() -> Result<()> {
         bare_proxy,
         bare_headers_proxy,
     ));
+    // Each round runs the targets back to back, so a round's ratio of two targets is less
+    // swayed by this shared machine's slow spells than the ratio of their medians.
+    let paired = |a: usize, b: usize| -> String {
+        let mut ratios: Vec<f64> = rounds[a]
+            .iter()
+            .zip(&rounds[b])
+            .map(|(x, y)| x.req_per_sec / y.req_per_sec)
+            .collect();
+        let each: Vec<String> = ratios
+            .iter()
+            .map(|r| format!("{:.0}%", 100.0 * r))
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+        format!("{} (median {:.0}%)", each.join(", "), 100.0 * median)
+    };
+    let podproxy_to_nginx = paired(1, 2);
+    let podproxy_to_nginx_headers = paired(1, 5);
     let results: Vec<Served> = rounds.into_iter().map(median_of).collect();
 
     println!(
@@ -983,6 +1001,9 @@ pub fn bench_podproxy() -> Result<()> {
     println!(
         "against nginx doing podproxy's header work: {}",
         against(&results[5])
+    );
+    println!(
+        "podproxy's req/s as a share of nginx's, round by round: against nginx (keepalive) {podproxy_to_nginx}; against nginx doing podproxy's header work {podproxy_to_nginx_headers}"
     );
     let bare = &results[4];
     println!(
