@@ -170,8 +170,7 @@ impl Proxy {
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let mut resp = resp;
             if !switching && http1 && self.draining.load(Ordering::Relaxed) {
-                resp.headers_mut()
-                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                close_after(&mut resp);
             }
             let deadline = deadline.filter(|_| !switching);
             let metrics = seen
@@ -244,11 +243,7 @@ impl Proxy {
         // are none, so it is refused unless it names one of our host routes.
         if req.version() < Version::HTTP_2 {
             if let Some(authority) = req.uri().authority() {
-                let ours = self
-                    .routes
-                    .iter()
-                    .any(|r| r.host.as_deref() == Some(&authority.host().to_ascii_lowercase()));
-                if !ours {
+                if !self.names_a_host_route(authority) {
                     return Err((
                         StatusCode::BAD_REQUEST,
                         "absolute-form requests for another host are refused\n",
@@ -313,12 +308,7 @@ impl Proxy {
         let named_others = found.hop.remove(&mut parts.headers, upgrade);
         // Rarely, Connection names end-to-end headers, which are gone now: looked up again.
         let (host_header, request_id, request_ids) = if named_others {
-            let ids = parts.headers.get_all(forward::X_REQUEST_ID).iter().count();
-            (
-                parts.headers.get(HOST).cloned(),
-                parts.headers.get(forward::X_REQUEST_ID).cloned(),
-                ids,
-            )
+            looked_up_again(&parts.headers)
         } else {
             (found.host, found.request_id, found.request_ids)
         };
@@ -348,14 +338,7 @@ impl Proxy {
             && matches!(route.upstream, Upstream::Http { .. })
             && parts.uri.scheme().is_none();
         if !as_it_came {
-            let path = rewritten.as_deref().unwrap_or(parts.uri.path());
-            let mut path_and_query = route.upstream_path(path);
-            if let Some(q) = parts.uri.query() {
-                path_and_query.push('?');
-                path_and_query.push_str(q);
-            }
-            parts.uri = request_uri(&route.upstream, route.h2c, path_and_query)
-                .map_err(|_| (StatusCode::BAD_REQUEST, "bad request target\n"))?;
+            parts.uri = upstream_target(route, rewritten.as_deref(), &parts.uri)?;
         }
         parts.version = if route.h2c {
             Version::HTTP_2
@@ -427,24 +410,11 @@ impl Proxy {
                 .map_err(|_| ())
         };
         let response = match waited {
-            // The request deadline came first: whoever is slow gets the blame, the client
-            // still sending (408) or the upstream not answering (504).
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(self.upstream_failed(route, &e)),
+            // The request deadline came first: whoever is slow gets the blame.
             Err(_) if deadline.is_some_and(|d| d <= head_deadline) => {
-                let ended = seen
-                    .body
-                    .as_ref()
-                    .is_none_or(|b| b.ended.load(Ordering::SeqCst));
-                return Err(if ended {
-                    (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the request took longer than --request-timeout\n",
-                    )
-                } else {
-                    (
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the request took longer than --request-timeout\n",
-                    )
-                });
+                return Err(request_timed_out(seen))
             }
             Err(_) => {
                 return Err((
@@ -452,38 +422,13 @@ impl Proxy {
                     "upstream did not answer in time\n",
                 ))
             }
-            Ok(Err(e)) => {
-                if e.is_connect() {
-                    self.metrics.upstream_connect_errors.inc();
-                }
-                tracing::debug!(upstream = %route.upstream, error = %e, "upstream request failed");
-                let too_large = e.body_error().is_some_and(|s| s.is::<BodyTooLarge>());
-                if too_large {
-                    return Err((StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n"));
-                }
-                return Err((StatusCode::BAD_GATEWAY, "upstream unavailable\n"));
-            }
-            Ok(Ok(r)) => r,
         };
         let upstream_time = sent.map(|t| t.elapsed());
         let mut response = response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         if switching {
             if let Some(client_side) = client_upgrade {
-                let upstream_side = hyper::upgrade::on(&mut response);
-                let (activity, idle) = (Arc::clone(&conn.activity), self.idle_timeout);
-                tokio::spawn(async move {
-                    if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
-                        let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                        // The client side still counts its bytes on the connection's activity.
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
-                            _ = activity.idle(idle) => {
-                                tracing::debug!("closing an upgraded connection idle for {}", podkit_runtime::units::format_duration(idle));
-                            }
-                        }
-                    }
-                });
+                self.pass_upgrade(conn, client_side, &mut response);
             }
         }
         let (mut parts, body) = response.into_parts();
@@ -492,6 +437,62 @@ impl Proxy {
             parts.headers.insert(forward::X_REQUEST_ID, id.clone());
         }
         Ok((Response::from_parts(parts, body), upstream_time))
+    }
+
+    /// Whether an absolute-form target's host is one of the host routes'.
+    #[cold]
+    #[inline(never)]
+    fn names_a_host_route(&self, authority: &http::uri::Authority) -> bool {
+        let host = authority.host().to_ascii_lowercase();
+        self.routes
+            .iter()
+            .any(|r| r.host.as_deref() == Some(host.as_str()))
+    }
+
+    /// The answer to a request its upstream failed (no response head), and the metric and the
+    /// debug line it is counted by. Out of line, as every rare path of the per-request code (see
+    /// `forward::names_others`).
+    #[cold]
+    #[inline(never)]
+    fn upstream_failed(
+        &self,
+        route: &crate::route::Route,
+        e: &crate::upstream::SendError,
+    ) -> (StatusCode, &'static str) {
+        if e.is_connect() {
+            self.metrics.upstream_connect_errors.inc();
+        }
+        tracing::debug!(upstream = %route.upstream, error = %e, "upstream request failed");
+        if e.body_error().is_some_and(|s| s.is::<BodyTooLarge>()) {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        }
+        (StatusCode::BAD_GATEWAY, "upstream unavailable\n")
+    }
+
+    /// Joins the client's side of an upgrade to the upstream's once the upstream answered 101,
+    /// and copies both ways until either side ends or the tunnel is idle for `--idle-timeout`.
+    #[cold]
+    #[inline(never)]
+    fn pass_upgrade(
+        &self,
+        conn: &ClientConn,
+        client_side: hyper::upgrade::OnUpgrade,
+        response: &mut Response<UpstreamBody>,
+    ) {
+        let upstream_side = hyper::upgrade::on(response);
+        let (activity, idle) = (Arc::clone(&conn.activity), self.idle_timeout);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
+                let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
+                // The client side still counts its bytes on the connection's activity.
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                    _ = activity.idle(idle) => {
+                        tracing::debug!("closing an upgraded connection idle for {}", podkit_runtime::units::format_duration(idle));
+                    }
+                }
+            }
+        });
     }
 
     /// What the access log writes once the response is done (None when it is off).
@@ -537,9 +538,72 @@ impl Proxy {
     }
 }
 
+/// Host, the first X-Request-Id and how many came, read from headers that Connection named
+/// others in (and those are gone).
+#[cold]
+#[inline(never)]
+fn looked_up_again(headers: &http::HeaderMap) -> (Option<HeaderValue>, Option<HeaderValue>, usize) {
+    let ids = headers.get_all(forward::X_REQUEST_ID).iter().count();
+    (
+        headers.get(HOST).cloned(),
+        headers.get(forward::X_REQUEST_ID).cloned(),
+        ids,
+    )
+}
+
+/// The upstream's request target for a request the route or normalizing changed, or that goes
+/// to hyper-util's client (h2c, unix sockets), which takes an absolute URI: the route's path for
+/// the (normalized, when `rewritten`) path, and the query as it came.
+#[inline(never)]
+fn upstream_target(
+    route: &crate::route::Route,
+    rewritten: Option<&str>,
+    uri: &http::Uri,
+) -> Result<http::Uri, (StatusCode, &'static str)> {
+    let path = rewritten.unwrap_or(uri.path());
+    let mut path_and_query = route.upstream_path(path);
+    if let Some(q) = uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    request_uri(&route.upstream, route.h2c, path_and_query)
+        .map_err(|_| (StatusCode::BAD_REQUEST, "bad request target\n"))
+}
+
+/// Says `Connection: close` in an HTTP/1 answer given while draining.
+#[cold]
+#[inline(never)]
+fn close_after<B>(resp: &mut Response<B>) {
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// The answer when the request deadline came before the upstream's response head: whoever is
+/// slow gets the blame, the client still sending (408) or the upstream not answering (504).
+#[cold]
+#[inline(never)]
+fn request_timed_out(seen: &Seen) -> (StatusCode, &'static str) {
+    let ended = seen
+        .body
+        .as_ref()
+        .is_none_or(|b| b.ended.load(Ordering::SeqCst));
+    if ended {
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the request took longer than --request-timeout\n",
+        )
+    } else {
+        (
+            StatusCode::REQUEST_TIMEOUT,
+            "the request took longer than --request-timeout\n",
+        )
+    }
+}
+
 /// Whether a Host value names the same host and port as an authority (hosts compared without
 /// regard to case, a missing port read as `default_port`). A Host that is no authority names
 /// nothing the same.
+#[inline(never)]
 fn same_entity(authority: &http::uri::Authority, host: &HeaderValue, default_port: u16) -> bool {
     match http::uri::Authority::try_from(host.as_bytes()) {
         Ok(h) => {
@@ -563,6 +627,8 @@ fn protocol_name(version: Version) -> &'static str {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn error_response(status: StatusCode, why: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(why.as_bytes())));
     *resp.status_mut() = status;
