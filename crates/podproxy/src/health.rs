@@ -67,13 +67,7 @@ async fn probe(clients: &Clients, route: &Route, path: Option<&str>) -> Result<(
                 .body(Body::Empty)
                 .map_err(|e| e.to_string())?;
             let resp = clients
-                .send(
-                    &route.upstream,
-                    route.h2c,
-                    None,
-                    req,
-                    std::time::Instant::now(),
-                )
+                .send(&route.upstream, route.h2c, req, std::time::Instant::now())
                 .await
                 .map_err(|e| e.to_string())?;
             let status = resp.status();

@@ -26,7 +26,9 @@ use crate::forward;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::route::{Routes, Upstream};
-use crate::upstream::{request_uri, Body as UpstreamRequestBody, BoxError, Clients, UpstreamBody};
+use crate::upstream::{
+    request_uri, Body as UpstreamRequestBody, BoxError, Clients, SendError, UpstreamBody,
+};
 
 /// What every request needs; shared by all connections.
 pub struct Proxy {
@@ -393,21 +395,26 @@ impl Proxy {
         let head_deadline =
             tokio::time::Instant::from_std(seen.start) + self.upstream_response_timeout;
         let wait_until = deadline.map_or(head_deadline, |d| d.min(head_deadline));
-        let slot = self.pool_slots.get(index).and_then(Option::as_ref);
-        let send = self
-            .clients
-            .send(&route.upstream, route.h2c, slot, upstream_req, seen.start);
-        let waited = if http1 {
-            conn.head_timer.set(wait_until);
-            tokio::select! {
-                biased;
-                r = send => Ok(r),
-                () = std::future::poll_fn(|cx| conn.head_timer.poll_elapsed(cx)) => Err(()),
+        // A route to an HTTP/1.1 upstream over TCP (the usual sidecar's) goes to the pool
+        // straight; the others through hyper-util's clients, boxed, so that their code and
+        // state stay out of the usual path.
+        let waited = match self.pool_slots.get(index).and_then(Option::as_ref) {
+            Some(slot) => {
+                let send = self.clients.pool().send(slot, upstream_req, seen.start);
+                head_within(conn, http1, wait_until, send).await.map(|r| {
+                    r.map(|resp| resp.map(UpstreamBody::Pooled))
+                        .map_err(SendError::Pool)
+                })
             }
-        } else {
-            tokio::time::timeout_at(wait_until, send)
-                .await
-                .map_err(|_| ())
+            None => {
+                let send = Box::pin(self.clients.send(
+                    &route.upstream,
+                    route.h2c,
+                    upstream_req,
+                    seen.start,
+                ));
+                head_within(conn, http1, wait_until, send).await
+            }
         };
         let response = match waited {
             Ok(Ok(r)) => r,
@@ -535,6 +542,29 @@ impl Proxy {
                 referer: text(seen.referer),
             })
         }))
+    }
+}
+
+/// Waits for `send` (an upstream's response head) until `wait_until`: on the connection's timer
+/// for HTTP/1 (see `HeadTimer`), on a timer of its own for an HTTP/2 stream. Err when the time
+/// came first.
+async fn head_within<T>(
+    conn: &ClientConn,
+    http1: bool,
+    wait_until: tokio::time::Instant,
+    send: impl Future<Output = T>,
+) -> Result<T, ()> {
+    if http1 {
+        conn.head_timer.set(wait_until);
+        tokio::select! {
+            biased;
+            r = send => Ok(r),
+            () = std::future::poll_fn(|cx| conn.head_timer.poll_elapsed(cx)) => Err(()),
+        }
+    } else {
+        tokio::time::timeout_at(wait_until, send)
+            .await
+            .map_err(|_| ())
     }
 }
 

@@ -93,6 +93,11 @@ impl Clients {
         }
     }
 
+    /// The HTTP/1.1 pool, for a route that has its slot ([`Clients::slot`]).
+    pub fn pool(&self) -> &Http1Pool {
+        &self.http1
+    }
+
     /// The HTTP/1.1 pool's slot for `upstream`, when it is the pool's (HTTP/1.1 over TCP): a
     /// route looks it up once.
     pub fn slot(&self, upstream: &Upstream, h2c: bool) -> Option<PoolSlot> {
@@ -102,29 +107,21 @@ impl Clients {
         }
     }
 
-    /// The request's URI must already name the upstream (see [`upstream_uri`]), or be
-    /// origin-form for the HTTP/1.1 pool. `slot` is [`Clients::slot`]'s for `upstream`, if
-    /// known (the pool sends to the `host:port` its slot was made for); `now` the request's
-    /// arrival.
+    /// Sends `req` to `upstream`, by the pool for HTTP/1.1 over TCP (the route's slot is looked
+    /// up; the proxy's routes keep theirs and use [`Clients::pool`] straight), else by
+    /// hyper-util's clients. The request's URI must already name the upstream (see
+    /// [`upstream_uri`]), or be origin-form for the pool; `now` is the request's arrival.
     pub async fn send(
         &self,
         upstream: &Upstream,
         h2c: bool,
-        slot: Option<&PoolSlot>,
         req: hyper::Request<Body>,
         now: std::time::Instant,
     ) -> Result<hyper::Response<UpstreamBody>, SendError> {
         let legacy = match (upstream, h2c) {
             (Upstream::Http { host, port }, false) => {
-                let made;
-                let slot = match slot {
-                    Some(s) => s,
-                    None => {
-                        made = self.http1.slot(host, *port);
-                        &made
-                    }
-                };
-                return match self.http1.send(slot, req, now).await {
+                let slot = self.http1.slot(host, *port);
+                return match self.http1.send(&slot, req, now).await {
                     Ok(resp) => Ok(resp.map(UpstreamBody::Pooled)),
                     Err(e) => Err(SendError::Pool(e)),
                 };
