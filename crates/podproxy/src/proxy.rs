@@ -25,7 +25,8 @@ use crate::conn::{ClientConn, InFlight};
 use crate::forward;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
-use crate::route::{Routes, Upstream};
+use crate::pool::PoolSlot;
+use crate::route::{Route, Routes, Upstream};
 use crate::upstream::{
     request_uri, Body as UpstreamRequestBody, BoxError, Clients, SendError, UpstreamBody,
 };
@@ -41,7 +42,7 @@ pub struct Proxy {
     pub route_metrics: Vec<RouteMetrics>,
     /// Per route (same order as `routes`): its upstream's slot in the HTTP/1.1 pool, if it is
     /// the pool's ([`Clients::slot`]).
-    pub pool_slots: Vec<Option<crate::pool::PoolSlot>>,
+    pub pool_slots: Vec<Option<PoolSlot>>,
     pub upstream_response_timeout: Duration,
     /// `--request-timeout`, None when off.
     pub request_timeout: Option<Duration>,
@@ -450,10 +451,12 @@ impl Proxy {
     #[cold]
     #[inline(never)]
     fn names_a_host_route(&self, authority: &http::uri::Authority) -> bool {
-        let host = authority.host().to_ascii_lowercase();
-        self.routes
-            .iter()
-            .any(|r| r.host.as_deref() == Some(host.as_str()))
+        let host = authority.host();
+        self.routes.iter().any(|r| {
+            r.host
+                .as_deref()
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+        })
     }
 
     /// The answer to a request its upstream failed (no response head), and the metric and the
@@ -461,11 +464,7 @@ impl Proxy {
     /// `forward::names_others`).
     #[cold]
     #[inline(never)]
-    fn upstream_failed(
-        &self,
-        route: &crate::route::Route,
-        e: &crate::upstream::SendError,
-    ) -> (StatusCode, &'static str) {
+    fn upstream_failed(&self, route: &Route, e: &SendError) -> (StatusCode, &'static str) {
         if e.is_connect() {
             self.metrics.upstream_connect_errors.inc();
         }
@@ -586,7 +585,7 @@ fn looked_up_again(headers: &http::HeaderMap) -> (Option<HeaderValue>, Option<He
 /// the (normalized, when `rewritten`) path, and the query as it came.
 #[inline(never)]
 fn upstream_target(
-    route: &crate::route::Route,
+    route: &Route,
     rewritten: Option<&str>,
     uri: &http::Uri,
 ) -> Result<http::Uri, (StatusCode, &'static str)> {

@@ -916,7 +916,7 @@ pub fn bench_podproxy() -> Result<()> {
     // Each round runs the targets back to back, so a round's ratio of two targets is less
     // swayed by this shared machine's slow spells than the ratio of their medians.
     let paired = |a: usize, b: usize| -> String {
-        let mut ratios: Vec<f64> = rounds[a]
+        let ratios: Vec<f64> = rounds[a]
             .iter()
             .zip(&rounds[b])
             .map(|(x, y)| x.req_per_sec / y.req_per_sec)
@@ -925,8 +925,7 @@ pub fn bench_podproxy() -> Result<()> {
             .iter()
             .map(|r| format!("{:.0}%", 100.0 * r))
             .collect();
-        ratios.sort_by(f64::total_cmp);
-        let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+        let median = median(&ratios, |r| *r);
         format!("{} (median {:.0}%)", each.join(", "), 100.0 * median)
     };
     let podproxy_to_nginx = paired(1, 2);
@@ -1087,18 +1086,14 @@ fn wait_listening(port: u16) -> Result<()> {
 
 /// The median of each figure over a target's rounds (peak RSS: the last, which is the
 /// process's peak over all of them).
-fn median_of(mut runs: Vec<Served>) -> Served {
+fn median_of(runs: Vec<Served>) -> Served {
     let each: Vec<String> = runs
         .iter()
         .map(|r| format!("{:.0}", r.req_per_sec))
         .collect();
-    let median = |runs: &mut Vec<Served>, key: fn(&Served) -> f64| {
-        runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-        runs.get(runs.len() / 2).map(key).unwrap_or(f64::NAN)
-    };
-    let req_per_sec = median(&mut runs, |r| r.req_per_sec);
-    let p50_ms = median(&mut runs, |r| r.p50_ms);
-    let p99_ms = median(&mut runs, |r| r.p99_ms);
+    let req_per_sec = median(&runs, |r| r.req_per_sec);
+    let p50_ms = median(&runs, |r| r.p50_ms);
+    let p99_ms = median(&runs, |r| r.p99_ms);
     let peak_rss_kib = runs.iter().filter_map(|r| r.peak_rss_kib).max();
     let proxy = median_per_request(runs.iter().filter_map(|r| r.proxy).collect());
     let backend = median_per_request(runs.iter().filter_map(|r| r.backend).collect());
@@ -1116,19 +1111,22 @@ fn median_of(mut runs: Vec<Served>) -> Served {
 }
 
 /// The median of each count over the rounds that have one.
-fn median_per_request(mut runs: Vec<PerRequest>) -> Option<PerRequest> {
+fn median_per_request(runs: Vec<PerRequest>) -> Option<PerRequest> {
     if runs.is_empty() {
         return None;
     }
-    let mut median = |key: fn(&PerRequest) -> f64| {
-        runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
-        key(&runs[runs.len() / 2])
-    };
     Some(PerRequest {
-        cpu_us: median(|r| r.cpu_us),
-        voluntary: median(|r| r.voluntary),
-        involuntary: median(|r| r.involuntary),
+        cpu_us: median(&runs, |r| r.cpu_us),
+        voluntary: median(&runs, |r| r.voluntary),
+        involuntary: median(&runs, |r| r.involuntary),
     })
+}
+
+/// The median of `key` over `items` (the upper one of an even count; NaN for none).
+fn median<T>(items: &[T], key: impl Fn(&T) -> f64) -> f64 {
+    let mut values: Vec<f64> = items.iter().map(key).collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// wrk on CPU 1 against the port; the peak RSS of `pid` (if given) afterwards.
@@ -1194,4 +1192,18 @@ fn wrk_run(
         proxy: counted(before.0, after.0),
         backend: counted(before.1, after.1),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_takes_the_middle_value_by_the_key() {
+        let rounds = [(3.0, "c"), (1.0, "a"), (2.0, "b")];
+        assert_eq!(median(&rounds, |r| r.0), 2.0);
+        // An even count: the upper of the two middle values.
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0], |v| *v), 3.0);
+        assert!(median::<f64>(&[], |v| *v).is_nan());
+    }
 }
