@@ -242,6 +242,7 @@ where
 async fn drive<C: Graceful>(conn: C, control: &Control) -> Result<(), BoxError> {
     let mut conn = std::pin::pin!(conn);
     let mut finishing = false;
+    let mut settling: Option<Pin<Box<tokio::time::Sleep>>> = None;
     std::future::poll_fn(|cx: &mut Context<'_>| {
         control.waker.register(cx.waker());
         // hyper reads what has come first (an HTTP/2 handshake, a first request), so that an
@@ -253,6 +254,15 @@ async fn drive<C: Graceful>(conn: C, control: &Control) -> Result<(), BoxError> 
             return Poll::Ready(Ok(()));
         }
         if control.graceful_asked() && !finishing {
+            // hyper closes an HTTP/1 connection that is idle at the ask, and it is idle until it
+            // has read the next request: one that has reached the socket counts only once
+            // tokio has seen it in epoll, which may not have happened yet when the ask wakes
+            // this task (tokio polls epoll between runs of tasks, not before each). A timer
+            // fires only after a turn of the driver, which reads epoll in the same turn: by
+            // then such a request is read and served (with `Connection: close`), not dropped.
+            if settled(&mut settling, cx).is_pending() {
+                return Poll::Pending;
+            }
             finishing = true;
             conn.as_mut().graceful();
             return conn.as_mut().poll(cx).map_err(BoxError::from);
@@ -268,18 +278,32 @@ async fn drive<C: Graceful>(conn: C, control: &Control) -> Result<(), BoxError> 
 /// no request, is closed at the drain.
 async fn unless_asked<F: Future>(fut: F, control: &Control, graceful: bool) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
+    let mut settling = None;
     std::future::poll_fn(|cx: &mut Context<'_>| {
         control.waker.register(cx.waker());
         // What has come already is read first.
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        if control.closing() || (graceful && control.graceful_asked()) {
+        if control.closing() {
+            return Poll::Ready(None);
+        }
+        // At the drain, first bytes that reached the socket before the ask are read (see
+        // `drive`).
+        if graceful && control.graceful_asked() && settled(&mut settling, cx).is_ready() {
             return Poll::Ready(None);
         }
         Poll::Pending
     })
     .await
+}
+
+/// Ready once [`DRAIN_SETTLE`] has passed since its first poll, which starts the wait.
+fn settled(settling: &mut Option<Pin<Box<tokio::time::Sleep>>>, cx: &mut Context<'_>) -> Poll<()> {
+    settling
+        .get_or_insert_with(|| Box::pin(tokio::time::sleep(DRAIN_SETTLE)))
+        .as_mut()
+        .poll(cx)
 }
 
 /// Serves one connection's byte stream: HTTP/2 if `h2` says so (ALPN) or, when it does not
@@ -557,6 +581,10 @@ fn last_accepts(listener: TcpListener) -> Vec<(tokio::net::TcpStream, std::net::
 /// are closed.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a connection waits, once asked to finish, before hyper is told (see `drive`): a
+/// few turns of the runtime, so that what reached its socket before the ask is read.
+const DRAIN_SETTLE: Duration = Duration::from_millis(10);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,6 +633,59 @@ mod tests {
         .expect("the data passed the filter")
         .expect("read");
         assert_eq!(&more, b"and more");
+    }
+
+    /// The drain's ask reaches a kept-alive HTTP/1 connection whose next request has arrived
+    /// (it is in the socket) but not been read, as tokio has not polled epoll since: the
+    /// request is served, not dropped with the connection.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_drain_serves_a_request_that_arrived_before_it_on_a_kept_alive_connection() {
+        use tokio::io::AsyncReadExt;
+        const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, _) = listener.accept().await.expect("accept");
+        let control = Arc::new(Control::new(Activity::new()));
+        let service = hyper::service::service_fn(|_req: hyper::Request<Incoming>| async {
+            let empty = http_body_util::Empty::<bytes::Bytes>::new();
+            Ok::<_, std::convert::Infallible>(hyper::Response::new(empty))
+        });
+        let conn = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let driven = tokio::spawn({
+            let control = Arc::clone(&control);
+            async move { drive(conn, &control).await.map_err(|e| e.to_string()) }
+        });
+        // A first request and its answer: the connection is idle again, kept alive.
+        tokio::io::AsyncWriteExt::write_all(&mut client, REQUEST)
+            .await
+            .expect("write");
+        let mut first = Vec::new();
+        while !first.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            client.read_exact(&mut byte).await.expect("first answer");
+            first.push(byte[0]);
+        }
+        assert!(first.starts_with(b"HTTP/1.1 200"));
+        // The next request reaches the socket; this thread does not run epoll until the drain
+        // has asked, so the connection's task is polled on that ask first.
+        assert_eq!(client.try_write(REQUEST).expect("write"), REQUEST.len());
+        std::thread::sleep(Duration::from_millis(100));
+        control.ask(GRACEFUL);
+        tokio::time::timeout(Duration::from_secs(5), driven)
+            .await
+            .expect("the connection ends")
+            .expect("the task")
+            .expect("without an error");
+        let mut second = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut second))
+            .await
+            .expect("the client is answered")
+            .expect("read");
+        let second = String::from_utf8_lossy(&second);
+        assert!(second.starts_with("HTTP/1.1 200"), "answer: {second:?}");
     }
 
     #[test]
