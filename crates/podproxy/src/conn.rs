@@ -33,6 +33,17 @@ pub struct ClientConn {
     pub framing: Arc<Framing>,
     /// Times the upstream waits of the connection's HTTP/1 requests.
     pub head_timer: HeadTimer,
+    /// The connection's place under `--max-connections` (None for one taken at the drain
+    /// beyond it): released when the connection ends, or, if it is upgraded, when its tunnel
+    /// does, which takes it.
+    pub permit: std::sync::Mutex<Option<tokio::sync::OwnedSemaphorePermit>>,
+}
+
+impl ClientConn {
+    /// Takes the connection's permit (see `permit`).
+    pub fn take_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permit.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// One timer for all the upstream waits of an HTTP/1 connection, whose requests come one after

@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -74,6 +75,10 @@ pub async fn run(
         .map(|r| metrics.for_route(&health::route_key(r)))
         .collect();
     route_metrics.push(metrics.for_route("none"));
+    let tunnels = Arc::new(tunnel::Tunnels::new(
+        metrics.open_connections.clone(),
+        metrics.upgraded_connections.clone(),
+    ));
     let proxy = Arc::new(proxy::Proxy {
         route_metrics,
         pool_slots: config
@@ -90,6 +95,7 @@ pub async fn run(
         request_timeout: config.request_timeout,
         idle_timeout: config.idle_timeout,
         draining: std::sync::atomic::AtomicBool::new(false),
+        tunnels,
         max_body_bytes: config.max_body_bytes,
     });
     let addrs: Vec<String> = listeners

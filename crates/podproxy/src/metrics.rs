@@ -1,5 +1,5 @@
 //! podproxy's Prometheus metrics: requests by route and status class, latency, upstream
-//! connect errors, open connections.
+//! connect errors, open connections (upgraded ones also on their own).
 
 use std::time::Duration;
 
@@ -34,6 +34,7 @@ pub struct Metrics {
     pub latency: Family<RouteLabel, Histogram, fn() -> Histogram>,
     pub upstream_connect_errors: Counter,
     pub open_connections: Gauge,
+    pub upgraded_connections: Gauge,
 }
 
 impl Metrics {
@@ -43,6 +44,7 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             upstream_connect_errors: Counter::default(),
             open_connections: Gauge::default(),
+            upgraded_connections: Gauge::default(),
         };
         let mut r = Registry::with_prefix("podproxy");
         r.register(
@@ -62,8 +64,13 @@ impl Metrics {
         );
         r.register(
             "open_connections",
-            "Client connections open now",
+            "Client connections open now, upgraded ones included",
             m.open_connections.clone(),
+        );
+        r.register(
+            "upgraded_connections",
+            "Upgraded client connections (WebSocket and other tunnels) open now",
+            m.upgraded_connections.clone(),
         );
         (m, r)
     }

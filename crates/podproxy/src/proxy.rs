@@ -27,6 +27,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::normalize::normalize_path;
 use crate::pool::PoolSlot;
 use crate::route::{Route, Routes, Upstream};
+use crate::tunnel::Tunnels;
 use crate::upstream::{
     request_uri, Body as UpstreamRequestBody, BoxError, Clients, SendError, UpstreamBody,
 };
@@ -50,6 +51,8 @@ pub struct Proxy {
     pub idle_timeout: Duration,
     /// Set at SIGTERM: HTTP/1 answers carry `Connection: close` from then on.
     pub draining: AtomicBool,
+    /// The upgraded connections open now, which the drain waits for too.
+    pub tunnels: Arc<Tunnels>,
     pub max_body_bytes: u64,
 }
 
@@ -476,7 +479,8 @@ impl Proxy {
     }
 
     /// Joins the client's side of an upgrade to the upstream's once the upstream answered 101,
-    /// and copies both ways until either side ends or the tunnel is idle for `--idle-timeout`.
+    /// and copies both ways until either side ends, the tunnel is idle for `--idle-timeout`, or
+    /// the drain closes it at `--drain-timeout`.
     #[cold]
     #[inline(never)]
     fn pass_upgrade(
@@ -487,6 +491,9 @@ impl Proxy {
     ) {
         let upstream_side = hyper::upgrade::on(response);
         let (activity, idle) = (Arc::clone(&conn.activity), self.idle_timeout);
+        let mut tunnel = self.tunnels.open();
+        // A tunnel is still one of the client connections `--max-connections` counts.
+        let permit = conn.take_permit();
         tokio::spawn(async move {
             if let (Ok(c), Ok(u)) = (client_side.await, upstream_side.await) {
                 let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
@@ -496,8 +503,10 @@ impl Proxy {
                     _ = activity.idle(idle) => {
                         tracing::debug!("closing an upgraded connection idle for {}", podkit_runtime::units::format_duration(idle));
                     }
+                    () = tunnel.closed() => {}
                 }
             }
+            drop((tunnel, permit));
         });
     }
 

@@ -4,7 +4,8 @@
 //! connection builders. On shutdown: `/ready` turns 503 and the ready file goes at once; the
 //! listeners keep accepting for `--drain-delay` (endpoints are still leaving the Service), then
 //! close; keep-alive clients are asked to go (`Connection: close`, HTTP/2 GOAWAY), and requests
-//! in flight get up to `--drain-timeout` to finish.
+//! in flight get up to `--drain-timeout` to finish; upgraded connections too, which are closed
+//! at its end (see `tunnel`).
 //!
 //! A connection's task polls only its hyper connection: the idle timeout and the drain reach it
 //! through [`Control`] (a flag and a waker), set by one sweeper for all connections, instead of
@@ -433,7 +434,9 @@ pub async fn serve(
             activity: Arc::clone(&activity),
             framing: Arc::clone(&framing),
             head_timer: Default::default(),
+            permit: std::sync::Mutex::new(permit),
         });
+        let conn = Arc::clone(&client);
         let service = hyper::service::service_fn(move |req| {
             Arc::clone(&proxy).handle(Arc::clone(&client), req)
         });
@@ -485,8 +488,8 @@ pub async fn serve(
             }
             open.lock().remove(&id);
             metrics.open_connections.dec();
-            // None for a connection taken at the drain beyond --max-connections.
-            drop(permit);
+            // Unless an upgrade's tunnel holds it now.
+            drop(conn.take_permit());
         });
     }
     // Responses have said `Connection: close` since the drain began, so HTTP/1 clients leave
@@ -500,8 +503,19 @@ pub async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     open.ask_all(GRACEFUL);
-    while !open.lock().is_empty() && tokio::time::Instant::now() < deadline {
+    // Upgraded connections (WebSocket) are waited for too: the app behind, draining as well,
+    // may still close them itself, its close frames passing through.
+    while (!open.lock().is_empty() || proxy.tunnels.count() > 0)
+        && tokio::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cut = proxy.tunnels.close_all();
+    if cut > 0 {
+        tracing::warn!(
+            "closed {cut} upgraded connection(s) (WebSocket) still open at the drain timeout ({})",
+            podkit_runtime::units::format_duration(drain_timeout)
+        );
     }
     let left = open.lock().len();
     left

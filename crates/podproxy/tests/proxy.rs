@@ -723,7 +723,18 @@ fn upgrades_pass_through_after_101() {
         &[format!("/=http://{}", up.addr)],
         &["--header-read-timeout", "1s"],
     );
-    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    let mut s = open_tunnel(p.port);
+    for msg in [&b"hello"[..], b"through the proxy"] {
+        assert!(echoes(&mut s, msg), "no echo of {msg:?}");
+        std::thread::sleep(Duration::from_millis(1600));
+    }
+    assert!(echoes(&mut s, b"after the pauses"));
+}
+
+/// Opens a WebSocket-style tunnel through podproxy to the test upstream's echo: the upstream's
+/// 101 and its `Upgrade` header pass through.
+fn open_tunnel(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(LIMIT)).expect("timeout");
     s.write_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").expect("write");
     let mut head = Vec::new();
@@ -735,17 +746,100 @@ fn upgrades_pass_through_after_101() {
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
-    for msg in [&b"hello"[..], b"through the proxy"] {
-        s.write_all(msg).expect("write");
-        let mut echo = vec![0u8; msg.len()];
-        s.read_exact(&mut echo).expect("echo");
-        assert_eq!(echo, msg);
-        std::thread::sleep(Duration::from_millis(1600));
-    }
-    s.write_all(b"after the pauses").expect("write");
-    let mut echo = vec![0u8; 16];
-    s.read_exact(&mut echo).expect("echo after the pauses");
-    assert_eq!(echo, b"after the pauses");
+    s
+}
+
+fn echoes(s: &mut TcpStream, msg: &[u8]) -> bool {
+    let mut echo = vec![0u8; msg.len()];
+    s.write_all(msg).is_ok() && s.read_exact(&mut echo).is_ok() && echo == msg
+}
+
+fn metric(admin: u16, name: &str) -> Option<f64> {
+    let text = raw(
+        admin,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn upgraded_connections_are_counted_and_the_drain_waits_for_them_until_its_timeout() {
+    let up = Upstream::start();
+    let mut p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--drain-delay", "0s", "--drain-timeout", "4s"],
+    );
+    let mut ws = open_tunnel(p.port);
+    assert!(echoes(&mut ws, b"hello"));
+    // hyper's connection task has ended; the tunnel still counts as an open connection.
+    assert_eq!(metric(p.admin, "podproxy_upgraded_connections"), Some(1.0));
+    assert_eq!(metric(p.admin, "podproxy_open_connections"), Some(1.0));
+    p.sigterm();
+    // Past the second the drain gives connections to leave: HTTP connections are gone, the
+    // tunnel still carries its messages (before, podproxy exited here and cut it).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        echoes(&mut ws, b"during the drain"),
+        "the tunnel was cut before --drain-timeout"
+    );
+    assert_eq!(p.child.try_wait().expect("wait"), None, "exited early");
+    // At --drain-timeout it is closed, and podproxy exits 0: a tunnel cut at the drain's end
+    // is the drain working, not a request failing.
+    assert_eq!(p.wait_exit(), Some(0));
+    assert_eq!(ws.read(&mut [0u8; 16]).unwrap_or(0), 0);
+}
+
+#[test]
+fn a_tunnel_still_counts_against_max_connections() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--max-connections", "1"],
+    );
+    let mut ws = open_tunnel(p.port);
+    assert!(echoes(&mut ws, b"hello"));
+    // The tunnel holds the one place: the next client waits in the accept queue.
+    let mut other = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    other
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    other
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let early = other.read(&mut buf);
+    assert!(
+        early.is_err(),
+        "served beside the tunnel, beyond --max-connections 1: {early:?}"
+    );
+    // The tunnel ends: its place goes to the waiting client.
+    drop(ws);
+    other.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).expect("answer");
+    assert_eq!(status(&answer), 200, "{answer}");
+}
+
+#[test]
+fn a_tunnel_closed_during_the_drain_lets_podproxy_exit_before_the_drain_timeout() {
+    let up = Upstream::start();
+    let mut p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--drain-delay", "0s", "--drain-timeout", "60s"],
+    );
+    let mut ws = open_tunnel(p.port);
+    assert!(echoes(&mut ws, b"hello"));
+    p.sigterm();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        p.child.try_wait().expect("wait"),
+        None,
+        "exited with a tunnel open"
+    );
+    drop(ws);
+    // Well before the 60s drain timeout (wait_exit allows LIMIT).
+    assert_eq!(p.wait_exit(), Some(0));
 }
 
 #[test]
