@@ -2,18 +2,21 @@
 //! stdout or to a file on the shared volume for logship to ship. Lines reach the file within
 //! [`FLUSH_EVERY`]; a file renamed or deleted away (rotation) is reopened under its name.
 //! Authorization and Cookie values are never logged; query strings can be redacted. Writing
-//! happens on a task of its own behind a bounded queue: a slow disk never slows requests, and
-//! a full queue drops the line and counts it (`podproxy_access_log_dropped_total`).
+//! happens on a thread of its own behind a bounded queue, never on the runtime's: a slow disk
+//! or a stdout pipe nobody reads never slows requests (on one CPU the runtime has one thread,
+//! which a blocked write would stop whole, `/live` included). A line the full queue cannot
+//! take, or a write fails (a full disk), is dropped and counted
+//! (`podproxy_access_log_dropped_total`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 pub const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const QUEUE_LINES: usize = 8192;
@@ -69,30 +72,41 @@ pub struct Entry {
 /// Formats entries and hands them to the writer task.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
-    tx: Option<mpsc::Sender<String>>,
+    tx: Option<SyncSender<String>>,
     format: Format,
     redact_query: bool,
     pub dropped: Counter,
 }
 
 impl AccessLog {
-    /// Starts the writer task (none for `Off`). A file that cannot be opened is an error now,
-    /// not a silent loss later.
+    /// Starts the writer thread (none for `Off`). A file that cannot be opened is an error
+    /// now, not a silent loss later.
     pub fn start(target: Target, format: Format, redact_query: bool) -> Result<AccessLog, String> {
         let dropped = Counter::default();
-        let tx = match target {
+        let sink = match target {
             Target::Off => None,
-            Target::Stdout => {
-                let (tx, rx) = mpsc::channel(QUEUE_LINES);
-                tokio::spawn(write_loop(rx, Sink::Stdout));
-                Some(tx)
-            }
+            Target::Stdout => Some(Sink::Stdout),
             Target::File(path) => {
                 let file = open(&path).map_err(|e| {
                     format!("--access-log {}: cannot open for appending ({e}); give a writable path, e.g. on an emptyDir", path.display())
                 })?;
-                let (tx, rx) = mpsc::channel(QUEUE_LINES);
-                tokio::spawn(write_loop(rx, Sink::File { path, file }));
+                Some(Sink::File { path, file })
+            }
+        };
+        let tx = match sink {
+            None => None,
+            Some(sink) => {
+                let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+                let writer = Writer {
+                    sink,
+                    buf: Vec::with_capacity(FLUSH_BYTES),
+                    torn: false,
+                    dropped: dropped.clone(),
+                };
+                std::thread::Builder::new()
+                    .name("access-log".into())
+                    .spawn(move || writer.run(rx))
+                    .map_err(|e| format!("--access-log: cannot start its writer thread ({e})"))?;
                 Some(tx)
             }
         };
@@ -111,7 +125,7 @@ impl AccessLog {
     pub fn log(&self, entry: &Entry) {
         let Some(tx) = &self.tx else { return };
         let line = self.format_line(entry);
-        if tx.try_send(line).is_err() {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = tx.try_send(line) {
             self.dropped.inc();
         }
     }
@@ -183,47 +197,107 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<String>, mut sink: Sink) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    loop {
-        tokio::select! {
-            line = rx.recv() => match line {
-                Some(line) => {
-                    buf.extend_from_slice(line.as_bytes());
-                    buf.push(b'\n');
-                    if buf.len() >= 64 * 1024 {
-                        flush(&mut sink, &mut buf);
+/// Lines are written in batches of at most this many bytes, or every [`FLUSH_EVERY`].
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// The writer thread's state.
+struct Writer {
+    sink: Sink,
+    buf: Vec<u8>,
+    /// A failed write left part of a line in the sink: the next write starts a new line, so
+    /// that the torn one does not swallow it.
+    torn: bool,
+    dropped: Counter,
+}
+
+impl Writer {
+    /// Until every sender is gone: takes lines, writes them every [`FLUSH_EVERY`] (or once
+    /// [`FLUSH_BYTES`] are waiting), and reopens a rotated file.
+    fn run(mut self, rx: mpsc::Receiver<String>) {
+        let mut next = Instant::now() + FLUSH_EVERY;
+        loop {
+            match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    self.buf.extend_from_slice(line.as_bytes());
+                    self.buf.push(b'\n');
+                    if self.buf.len() >= FLUSH_BYTES {
+                        self.flush();
                     }
                 }
-                None => {
-                    flush(&mut sink, &mut buf);
+                Err(RecvTimeoutError::Timeout) => {
+                    reopen_if_rotated(&mut self.sink);
+                    self.flush();
+                    next = Instant::now() + FLUSH_EVERY;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
                     return;
                 }
-            },
-            _ = tick.tick() => {
-                reopen_if_rotated(&mut sink);
-                flush(&mut sink, &mut buf);
             }
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let result = match &mut self.sink {
+            Sink::Stdout => {
+                write_batch(&mut std::io::stdout().lock(), &mut self.buf, &mut self.torn)
+            }
+            Sink::File { file, .. } => write_batch(file, &mut self.buf, &mut self.torn),
+        };
+        if let Err((lines, e)) = result {
+            self.dropped.inc_by(lines as u64);
+            tracing::error!(error = %e, "access log write failed; {lines} line(s) lost");
         }
     }
 }
 
-fn flush(sink: &mut Sink, buf: &mut Vec<u8>) {
-    if buf.is_empty() {
-        return;
+/// Writes the lines in `buf` (and empties it), after a newline if the last write left a line
+/// `torn`; on an error, how many lines were lost (not written whole).
+fn write_batch(
+    out: &mut impl Write,
+    buf: &mut Vec<u8>,
+    torn: &mut bool,
+) -> Result<(), (usize, std::io::Error)> {
+    if *torn {
+        buf.insert(0, b'\n');
     }
-    let result = match sink {
-        Sink::Stdout => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(buf).and_then(|()| out.flush())
+    let (written, result) = write_counted(out, buf);
+    let outcome = match result {
+        Ok(()) => {
+            *torn = false;
+            Ok(())
         }
-        Sink::File { file, .. } => file.write_all(buf),
+        Err(e) => {
+            // Every line not written whole ends in what is left.
+            let lines = buf[written..].iter().filter(|&&b| b == b'\n').count();
+            *torn = written > 0 && buf[written - 1] != b'\n';
+            Err((lines, e))
+        }
     };
-    if let Err(e) = result {
-        tracing::error!(error = %e, "access log write failed; {} bytes lost", buf.len());
-    }
     buf.clear();
+    outcome
+}
+
+/// Writes all of `buf` unless an error comes first; how many bytes were written either way.
+fn write_counted(out: &mut impl Write, buf: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut written = 0;
+    while written < buf.len() {
+        match out.write(&buf[written..]) {
+            Ok(0) => {
+                return (
+                    written,
+                    Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                )
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
+        }
+    }
+    (written, out.flush())
 }
 
 /// A rotated-away file (renamed or deleted) is replaced by a new one under the same name.
@@ -269,6 +343,51 @@ mod tests {
             user_agent: Some("curl/8".into()),
             referer: None,
         }
+    }
+
+    /// Takes `room` bytes, then fails as a full disk does.
+    struct Full {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.taken.len() >= self.room {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            // A few bytes at a time, as a pipe or a nearly full disk takes them.
+            let n = buf.len().min(self.room - self.taken.len()).min(7);
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_counts_the_lines_lost_and_the_next_starts_a_new_line() {
+        let mut out = Full {
+            taken: Vec::new(),
+            room: 25,
+        };
+        let mut torn = false;
+        let mut buf = b"{\"a\":1}\n{\"b\":2222222}\n{\"c\":3}\n".to_vec();
+        // The first two lines (22 bytes) are written whole, the third is torn: one lost.
+        assert_eq!(
+            write_batch(&mut out, &mut buf, &mut torn).map_err(|(n, _)| n),
+            Err(1)
+        );
+        assert!(torn && buf.is_empty());
+        out.room = 1024;
+        let mut next = b"{\"d\":4}\n".to_vec();
+        write_batch(&mut out, &mut next, &mut torn).expect("written");
+        assert!(!torn);
+        let text = String::from_utf8(out.taken).expect("utf8");
+        // The torn line stands alone; the next one is whole, on a line of its own.
+        assert_eq!(text, "{\"a\":1}\n{\"b\":2222222}\n{\"c\n{\"d\":4}\n");
+        assert_eq!(text.lines().last(), Some("{\"d\":4}"));
     }
 
     #[test]

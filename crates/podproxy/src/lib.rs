@@ -52,7 +52,7 @@ pub async fn run(
     let (metrics, mut registry) = metrics::Metrics::new();
     registry.register(
         "access_log_dropped",
-        "Access log lines dropped because the writer fell behind",
+        "Access log lines dropped: the writer fell behind, or a write failed",
         access_log.dropped.clone(),
     );
     let metrics = Arc::new(metrics);

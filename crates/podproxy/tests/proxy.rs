@@ -919,6 +919,77 @@ fn http2_prior_knowledge_from_clients() {
     );
 }
 
+/// Reads one HTTP/1.1 answer (framed by Content-Length) from a kept-alive connection; its status.
+fn read_answer(r: &mut std::io::BufReader<TcpStream>) -> u16 {
+    use std::io::BufRead;
+    let mut status = 0;
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).expect("answer head");
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+            status = code[..3].parse().expect("status");
+        } else if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse().expect("length");
+            }
+        }
+    }
+    let mut body = vec![0u8; length];
+    r.read_exact(&mut body).expect("answer body");
+    status
+}
+
+#[test]
+fn a_stdout_nobody_reads_neither_stalls_requests_nor_health() {
+    let up = Upstream::start();
+    let (port, admin) = (free_port(), free_port());
+    // One CPU: podproxy runs tokio's current-thread scheduler, whose one thread a blocked
+    // write to stdout would stop whole.
+    let mut child = Command::new("taskset")
+        .args(["-c", "0", env!("CARGO_BIN_EXE_podproxy")])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin}")])
+        .args(["--route", &format!("/=http://{}", up.addr)])
+        .args(["--access-log", "stdout", "--log-format", "text"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn podproxy");
+    let start = Instant::now();
+    let stream = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        assert!(start.elapsed() < LIMIT, "podproxy never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    stream.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut writer = stream.try_clone().expect("clone");
+    let mut reader = std::io::BufReader::new(stream);
+    // About 2.5 MB of log lines: the pipe (64 KiB) fills at once, then the writer's queue.
+    for i in 0..10_000 {
+        writer
+            .write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .expect("write");
+        assert_eq!(read_answer(&mut reader), 200, "request {i}");
+    }
+    let live = raw(
+        admin,
+        b"GET /live HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&live), 200, "{live}");
+    let dropped = metric(admin, "podproxy_access_log_dropped_total").expect("metric");
+    assert!(dropped > 0.0, "the lines nobody could take are counted");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn busybox_httpd_behind_the_proxy_and_the_access_log() {
     let root = tempfile::tempdir().expect("tempdir");
