@@ -172,7 +172,10 @@ pub async fn run(
     proxy
         .draining
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Not ready from now on: the probe round under way is dropped, not waited for (a slow
+    // upstream's probe would keep /ready at 200 and the ready file in place for seconds).
     health_trigger.fire(Signal::Requested);
+    health.abort();
     let _ = health.await;
     readiness.set(false);
     if let Some(path) = &config.ready_file {

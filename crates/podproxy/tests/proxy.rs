@@ -84,6 +84,9 @@ async fn upstream_answer(mut req: Request<Incoming>) -> Result<Response<Full<Byt
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    if path == "/slowish" {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     if path == "/ws" {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -1220,6 +1223,45 @@ fn ready_only_once_every_upstream_answers_and_the_health_check_passes() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn sigterm_turns_ready_off_at_once_even_during_a_slow_probe_round() {
+    let up = Upstream::start();
+    // Three routes whose health checks take 1.5s each: a probe round takes 4.5s.
+    let routes: Vec<String> = ["/a", "/b", "/c"]
+        .iter()
+        .map(|r| format!("{r}=http://{}", up.addr))
+        .collect();
+    let p = Podproxy::start(
+        &routes,
+        &[
+            "--health-check",
+            "/a=/slowish",
+            "--health-check",
+            "/b=/slowish",
+            "--health-check",
+            "/c=/slowish",
+            "--health-interval",
+            "100ms",
+            "--drain-delay",
+            "5s",
+        ],
+    );
+    let start = Instant::now();
+    while ready_status(p.admin) != 200 {
+        assert!(start.elapsed() < LIMIT, "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Into the next round.
+    std::thread::sleep(Duration::from_millis(700));
+    p.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ready_status(p.admin), 503, "/ready still 200 after SIGTERM");
+    assert!(
+        !p.dir.path().join("ready").exists(),
+        "the ready file must go at once"
+    );
 }
 
 #[test]
