@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, TE, TRANSFER_ENCODING, UPGRADE,
 };
 use ipnet::IpNet;
 use rand::rngs::SmallRng;
@@ -158,7 +158,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 #[derive(Debug, Default)]
 pub struct Scanned {
     pub hop: HopByHop,
+    /// The first Host header.
     pub host: Option<HeaderValue>,
+    /// Host came more than once (RFC 9112 section 3.2: a server must answer 400).
+    pub hosts_repeated: bool,
     pub content_length: Option<HeaderValue>,
     /// Content-Length came more than once with different values.
     pub content_lengths_differ: bool,
@@ -175,8 +178,9 @@ pub fn scan(headers: &HeaderMap) -> Scanned {
     let mut connection_upgrade = false;
     for (name, value) in headers.iter() {
         if *name == HOST {
-            if found.host.is_none() {
-                found.host = Some(value.clone());
+            match found.host {
+                None => found.host = Some(value.clone()),
+                Some(_) => found.hosts_repeated = true,
             }
         } else if *name == http::header::CONTENT_LENGTH {
             match &found.content_length {
@@ -284,6 +288,24 @@ pub fn set_forwarded(
                 headers.remove(X_FORWARDED_HOST);
             }
         }
+    }
+}
+
+/// RFC 9113 section 8.2.3: an HTTP/2 client may send its cookies as several `cookie` fields
+/// (browsers do, for header compression), which must be joined with "; " into one before the
+/// request goes on over HTTP/1.1, where many servers read only the first Cookie line.
+#[inline(never)]
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let values: Vec<&[u8]> = headers
+        .get_all(COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(joined) = HeaderValue::from_bytes(&values.join(&b"; "[..])) {
+        headers.insert(COOKIE, joined);
     }
 }
 

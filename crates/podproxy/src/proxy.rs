@@ -214,6 +214,11 @@ impl Proxy {
                 "both Transfer-Encoding and Content-Length\n",
             ));
         }
+        if found.hosts_repeated {
+            // Routed by one and read by an app as another, or joined: refused (RFC 9112
+            // section 3.2, for HTTP/1.1; HTTP/2 has one :authority and no use for two).
+            return Err((StatusCode::BAD_REQUEST, "more than one Host header\n"));
+        }
         if req.method() == Method::CONNECT {
             return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not proxied\n"));
         }
@@ -351,6 +356,9 @@ impl Proxy {
         } else {
             Version::HTTP_11
         };
+        if !http1 && !route.h2c {
+            forward::join_cookies(&mut parts.headers);
+        }
         if route.h2c {
             parts.headers.remove(HOST);
         } else if host_header.is_none() || has_authority {

@@ -503,6 +503,18 @@ fn smuggling_absolute_form_and_limits_are_refused() {
     assert_eq!(status(&folded), 400, "{folded}");
     let twice = raw(p.port, b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\nConnection: close\r\n\r\nabcd");
     assert_eq!(status(&twice), 400, "{twice}");
+    // Two Host headers (RFC 9112 section 3.2): routed by one, an app could read the other.
+    let before = up.requests();
+    let hosts = raw(
+        p.port,
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: admin.internal\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&hosts), 400, "{hosts}");
+    assert_eq!(
+        up.requests(),
+        before,
+        "a request with two Hosts reached the upstream"
+    );
     let absolute = raw(
         p.port,
         b"GET http://evil.example/ HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
@@ -905,6 +917,22 @@ fn http2_prior_knowledge_from_clients() {
         let second = resp.into_body().collect().await.expect("body").to_bytes();
         let second = String::from_utf8_lossy(&second).into_owned();
         assert!(second.contains("host=localhost:80\n"), "{second}");
+        // Cookies sent as several fields (as browsers do over HTTP/2) reach the HTTP/1.1
+        // upstream as one Cookie header (RFC 9113 section 8.2.3).
+        let req = Request::get(format!("http://127.0.0.1:{}/h2", p.port))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        let cookies = resp.into_body().collect().await.expect("body").to_bytes();
+        let cookies = String::from_utf8_lossy(&cookies).into_owned();
+        assert_eq!(
+            cookies.matches("cookie=").count(),
+            1,
+            "one Cookie header: {cookies}"
+        );
+        assert!(cookies.contains("cookie=a=1; b=2\n"), "{cookies}");
         first
     });
     let text = String::from_utf8_lossy(&body);
