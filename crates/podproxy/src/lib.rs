@@ -33,6 +33,9 @@ pub enum RunError {
     Setup(String),
     #[error("the drain timed out after --drain-timeout with {0} connections still open")]
     DrainTimeout(usize),
+    /// A bug, not the operator's input: exits 1, not 2.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// Serves until `shutdown` fires, then drains. Listeners are bound by the caller (port 0 in
@@ -183,9 +186,11 @@ pub async fn run(
     }
     tokio::time::sleep(config.drain_delay).await;
     stop_trigger.fire(Signal::Requested);
-    let open = serving
-        .await
-        .map_err(|e| RunError::Setup(format!("server task failed: {e}")))?;
+    let open = serving.await.map_err(|e| {
+        RunError::Internal(format!(
+            "internal error: the server task failed ({e}); please report it as a bug"
+        ))
+    })?;
     admin_trigger.fire(Signal::Requested);
     tls_trigger.fire(Signal::Requested);
     // Let the access log writer flush what the last requests logged.

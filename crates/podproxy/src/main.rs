@@ -41,7 +41,7 @@ fn start() -> Result<ExitCode, ExitCode> {
                 tracing::error!("{e}");
                 Ok(ExitCode::from(match e {
                     RunError::Setup(_) => EXIT_USAGE,
-                    RunError::DrainTimeout(_) => EXIT_FAILURE,
+                    RunError::DrainTimeout(_) | RunError::Internal(_) => EXIT_FAILURE,
                 }))
             }
         }
