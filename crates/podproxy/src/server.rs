@@ -421,6 +421,9 @@ pub async fn serve(
     // Until every accept task has stopped (after the drain delay) and handed over its last
     // connections.
     while let Some((stream, peer, permit)) = conn_rx.recv().await {
+        // An IPv4 client of a dual-stack listener (`[::]`) is named as IPv4, not as
+        // `::ffff:a.b.c.d`, in X-Forwarded-For, the access log and the trust check.
+        let peer = std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let metrics = Arc::clone(&proxy.metrics);
         metrics.open_connections.inc();
         let proxy = Arc::clone(&proxy);

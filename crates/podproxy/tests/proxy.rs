@@ -379,6 +379,28 @@ fn headers_are_shaped_on_the_way_through() {
 }
 
 #[test]
+fn an_ipv4_client_of_a_dual_stack_listener_is_named_as_ipv4() {
+    let up = Upstream::start();
+    let dual = free_port();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--listen", &format!("[::]:{dual}")],
+    );
+    let r = raw(
+        dual,
+        b"GET /v4 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&r), 200, "{r}");
+    assert!(r.contains("x-forwarded-for=127.0.0.1\n"), "{r}");
+    let start = Instant::now();
+    while p.access_log().is_empty() {
+        assert!(start.elapsed() < LIMIT, "no access log line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(p.access_log()[0]["client"], "127.0.0.1");
+}
+
+#[test]
 fn an_absolute_form_target_for_a_host_route_wins_over_the_host_header() {
     let up = Upstream::start();
     // The host-less route goes nowhere: a request routed by its Host header would be a 502.
