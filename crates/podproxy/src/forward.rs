@@ -20,6 +20,13 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
+/// The other headers by which proxies tell an app about the client, which podproxy does not
+/// set: from a peer that is not one of `--trusted-proxies` they are a client's claim (an app
+/// that trusts `Forwarded` over `X-Forwarded-For` would take it for the truth), and are removed.
+const OTHER_FORWARDING: [HeaderName; 3] = [http::header::FORWARDED, X_REAL_IP, X_FORWARDED_PORT];
 
 /// The longest `X-Request-Id` passed on as it came.
 pub const MAX_REQUEST_ID: usize = 128;
@@ -162,6 +169,8 @@ pub struct Scanned {
     pub host: Option<HeaderValue>,
     /// Host came more than once (RFC 9112 section 3.2: a server must answer 400).
     pub hosts_repeated: bool,
+    /// One of [`OTHER_FORWARDING`] came.
+    pub other_forwarding: bool,
     pub content_length: Option<HeaderValue>,
     /// Content-Length came more than once with different values.
     pub content_lengths_differ: bool,
@@ -194,6 +203,7 @@ pub fn scan(headers: &HeaderMap) -> Scanned {
             }
         } else {
             found.hop.note(name, value);
+            found.other_forwarding |= OTHER_FORWARDING.contains(name);
             if *name == CONNECTION {
                 connection_upgrade |= tokens(value).any(|t| t.eq_ignore_ascii_case("upgrade"));
             } else if *name == TE {
@@ -306,6 +316,15 @@ pub fn join_cookies(headers: &mut HeaderMap) {
         .collect();
     if let Ok(joined) = HeaderValue::from_bytes(&values.join(&b"; "[..])) {
         headers.insert(COOKIE, joined);
+    }
+}
+
+/// Removes [`OTHER_FORWARDING`] (see there), for a request from a peer not trusted.
+#[cold]
+#[inline(never)]
+pub fn remove_other_forwarding(headers: &mut HeaderMap) {
+    for name in &OTHER_FORWARDING {
+        headers.remove(name);
     }
 }
 
@@ -527,6 +546,16 @@ mod tests {
         assert_eq!(spoofed["x-forwarded-for"], "198.51.100.7");
         assert_eq!(spoofed["x-forwarded-proto"], "http");
         assert!(TrustedProxies::parse(&["not-a-net".to_string()]).is_err());
+        let claims = [
+            ("forwarded", "for=1.2.3.4;proto=https"),
+            ("x-real-ip", "1.2.3.4"),
+            ("X-Forwarded-Port", "443"),
+        ];
+        assert!(scan(&map(&claims)).other_forwarding);
+        assert!(!scan(&map(&[("host", "a"), ("x-forwarded-for", "1.2.3.4")])).other_forwarding);
+        let mut h = map(&claims);
+        remove_other_forwarding(&mut h);
+        assert!(h.is_empty(), "{h:?}");
         assert!(trusted.trusts("::ffff:10.0.0.1".parse().expect("mapped v4")));
     }
 

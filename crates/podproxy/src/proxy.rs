@@ -328,6 +328,9 @@ impl Proxy {
                 .headers
                 .insert(http::header::TE, HeaderValue::from_static("trailers"));
         }
+        if found.other_forwarding && !self.trusted.trusts(conn.peer.ip()) {
+            forward::remove_other_forwarding(&mut parts.headers);
+        }
         forward::set_forwarded(
             &mut parts.headers,
             conn.peer.ip(),

@@ -352,13 +352,17 @@ fn headers_are_shaped_on_the_way_through() {
     );
     let r = raw(
         p.port,
-        b"GET /h HTTP/1.1\r\nHost: shop.test\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nX-Forwarded-For: 6.6.6.6\r\nKeep-Alive: timeout=5\r\nX-Request-Id: req-42\r\n\r\n",
+        b"GET /h HTTP/1.1\r\nHost: shop.test\r\nConnection: close, X-Secret\r\nX-Secret: s\r\nX-Forwarded-For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nKeep-Alive: timeout=5\r\nX-Request-Id: req-42\r\n\r\n",
     );
     assert_eq!(status(&r), 200, "{r}");
     // What the upstream saw:
     assert!(
         r.contains("x-forwarded-for=127.0.0.1\n"),
         "untrusted peer's XFF replaced: {r}"
+    );
+    assert!(
+        !r.contains("6.6.6.6"),
+        "an untrusted peer's claim passed: {r}"
     );
     assert!(
         r.contains("x-forwarded-proto=http\n") && r.contains("x-forwarded-host=shop.test\n"),
