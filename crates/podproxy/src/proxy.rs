@@ -159,7 +159,11 @@ impl Proxy {
         let deadline = self
             .request_timeout
             .map(|t| tokio::time::Instant::from_std(seen.start) + t);
-        let prepared = self.prepare(&conn, req, found, &mut seen, conflicting);
+        // A refused request still gets an id, for its answer and its log line.
+        let incoming_id = found.request_id.clone();
+        let prepared = self
+            .prepare(&conn, req, found, &mut seen, conflicting)
+            .inspect_err(|_| refused_id(&mut seen, incoming_id));
         async move {
             // The wait on the upstream ends at the sooner of the response-head timeout and the
             // request deadline (on the connection's timer for HTTP/1, see `HeadTimer`); the
@@ -171,7 +175,10 @@ impl Proxy {
             };
             let (resp, upstream_time) = match forwarded {
                 Ok((r, t)) => (r.map(Reply::Upstream), t),
-                Err((status, why)) => (error_response(status, why).map(Reply::Fixed), None),
+                Err((status, why)) => (
+                    error_response(status, why, seen.request_id.as_ref()).map(Reply::Fixed),
+                    None,
+                ),
             };
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let mut resp = resp;
@@ -678,14 +685,32 @@ fn protocol_name(version: Version) -> &'static str {
 
 #[cold]
 #[inline(never)]
-fn error_response(status: StatusCode, why: &'static str) -> Response<Full<Bytes>> {
+fn error_response(
+    status: StatusCode,
+    why: &'static str,
+    request_id: Option<&HeaderValue>,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(why.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some(id) = request_id {
+        resp.headers_mut().insert(forward::X_REQUEST_ID, id.clone());
+    }
     resp
+}
+
+/// The id of a request refused before it was shaped for its upstream (which is where an id is
+/// given): the client's if sane, else a new one.
+#[cold]
+#[inline(never)]
+fn refused_id(seen: &mut Seen, incoming: Option<HeaderValue>) {
+    if seen.request_id.is_none() {
+        let mut scratch = http::HeaderMap::new();
+        seen.request_id = Some(forward::request_id(&mut scratch, incoming.as_ref(), 1));
+    }
 }
 
 /// The error a request body longer than `--max-body-bytes` ends with.

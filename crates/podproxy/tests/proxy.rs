@@ -340,7 +340,22 @@ fn routes_by_longest_prefix_strip_and_404() {
     assert_eq!(status(&get(p.port, "/a%zz")), 400);
 
     let only_api = Podproxy::start(&[format!("/api=http://{}", back.addr)], &[]);
-    assert_eq!(status(&get(only_api.port, "/other")), 404);
+    // A refused request keeps the client's X-Request-Id, in its answer and its log line.
+    let r = raw(
+        only_api.port,
+        b"GET /other HTTP/1.1\r\nHost: a\r\nX-Request-Id: lost-7\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&r), 404);
+    assert!(
+        r.to_ascii_lowercase().contains("x-request-id: lost-7\r\n"),
+        "{r}"
+    );
+    let start = Instant::now();
+    while only_api.access_log().is_empty() {
+        assert!(start.elapsed() < LIMIT, "no access log line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(only_api.access_log()[0]["request_id"], "lost-7");
 }
 
 #[test]
@@ -454,7 +469,13 @@ fn upstream_down_is_a_fast_502_and_slow_is_a_504() {
         &["--upstream-response-timeout", "1s"],
     );
     let t = Instant::now();
-    assert_eq!(status(&get(p.port, "/down")), 502);
+    let down = get(p.port, "/down");
+    assert_eq!(status(&down), 502);
+    // podproxy's own answer carries the id its log line has, made for it here.
+    assert!(
+        down.to_ascii_lowercase().contains("x-request-id: "),
+        "{down}"
+    );
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "a refused upstream must not wait for a timeout"
