@@ -76,6 +76,27 @@ struct Seen {
     route: Option<usize>,
 }
 
+/// A request being served, from the moment it is prepared: if its future is dropped before
+/// the answer (the client closed its connection, or reset its HTTP/2 stream, while the
+/// upstream was still working), it is counted and logged as 499, nginx's "client closed
+/// request", rather than vanishing from the metrics and the access log.
+struct Pending {
+    proxy: Arc<Proxy>,
+    seen: Seen,
+    answered: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.proxy.abandoned(&mut self.seen);
+        }
+    }
+}
+
+/// The status logged for a request whose client left before its answer (nginx's 499).
+const CLIENT_CLOSED: u16 = 499;
+
 /// A request ready for its upstream. [`Proxy::prepare`] makes it without awaiting anything,
 /// because hyper moves the future a request is served by into its dispatcher, and every
 /// connection keeps a slot of that size: what the future holds across the upstream wait is all
@@ -165,41 +186,42 @@ impl Proxy {
             .prepare(&conn, req, found, &mut seen, conflicting)
             .inspect_err(|_| refused_id(&mut seen, incoming_id));
         async move {
+            // From here on, a request whose client leaves before its answer is still logged and
+            // counted (see `Pending`).
+            let mut pending = Pending {
+                proxy: self,
+                seen,
+                answered: false,
+            };
+            let proxy = &pending.proxy;
             // The wait on the upstream ends at the sooner of the response-head timeout and the
             // request deadline (on the connection's timer for HTTP/1, see `HeadTimer`); the
             // body's timer is made only if a body stalls.
             // Boxed: unboxed, rustc keeps room for this future twice in the one returned here.
             let forwarded = match prepared {
-                Ok(prepared) => Box::pin(self.forward(&conn, prepared, &seen, deadline)).await,
+                Ok(prepared) => {
+                    Box::pin(proxy.forward(&conn, prepared, &pending.seen, deadline)).await
+                }
                 Err(refused) => Err(refused),
             };
             let (resp, upstream_time) = match forwarded {
                 Ok((r, t)) => (r.map(Reply::Upstream), t),
                 Err((status, why)) => (
-                    error_response(status, why, seen.request_id.as_ref()).map(Reply::Fixed),
+                    error_response(status, why, pending.seen.request_id.as_ref()).map(Reply::Fixed),
                     None,
                 ),
             };
             let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
             let mut resp = resp;
-            if !switching && http1 && self.draining.load(Ordering::Relaxed) {
+            if !switching && http1 && proxy.draining.load(Ordering::Relaxed) {
                 close_after(&mut resp);
             }
             let deadline = deadline.filter(|_| !switching);
-            let metrics = seen
-                .route
-                .and_then(|i| self.route_metrics.get(i))
-                .or(self.route_metrics.last());
-            if let Some(m) = metrics {
-                m.request(resp.status().as_u16(), seen.start.elapsed());
-            }
             let status = resp.status().as_u16();
-            // Checked here, so that without a log `seen` is not moved into a call for nothing.
-            let on_end = if self.access_log.enabled() {
-                self.access_log_entry(seen, status, upstream_time)
-            } else {
-                None
-            };
+            pending.answered = true;
+            let on_end = pending
+                .proxy
+                .answered(&mut pending.seen, status, upstream_time);
             Ok(finish_response(resp, in_flight, deadline, on_end))
         }
     }
@@ -528,16 +550,59 @@ impl Proxy {
         });
     }
 
+    /// Counts an answered request, and gives what logs it once its body is done.
+    fn answered(
+        &self,
+        seen: &mut Seen,
+        status: u16,
+        upstream_time: Option<Duration>,
+    ) -> Option<OnEnd> {
+        let metrics = seen
+            .route
+            .and_then(|i| self.route_metrics.get(i))
+            .or(self.route_metrics.last());
+        if let Some(m) = metrics {
+            m.request(status, seen.start.elapsed());
+        }
+        // Checked here, so that without a log nothing is taken from `seen` for nothing.
+        if self.access_log.enabled() {
+            self.access_log_entry(seen, status, upstream_time)
+        } else {
+            None
+        }
+    }
+
+    /// Counts and logs a request whose client left before its answer (see `Pending`).
+    #[cold]
+    #[inline(never)]
+    fn abandoned(&self, seen: &mut Seen) {
+        if let Some(log) = self.answered(seen, CLIENT_CLOSED, None) {
+            log(0);
+        }
+    }
+
     /// What the access log writes once the response is done (None when it is off).
     fn access_log_entry(
         &self,
-        seen: Seen,
+        seen: &mut Seen,
         status: u16,
         upstream_time: Option<Duration>,
     ) -> Option<OnEnd> {
         if !self.access_log.enabled() {
             return None;
         }
+        // What the line needs, taken from `seen` (which is not used after).
+        let seen = Seen {
+            method: std::mem::replace(&mut seen.method, Method::GET),
+            path: std::mem::take(&mut seen.path),
+            query: seen.query.take(),
+            request_id: seen.request_id.take(),
+            host: seen.host.take(),
+            user_agent: seen.user_agent.take(),
+            referer: seen.referer.take(),
+            body: seen.body.take(),
+            ..*seen
+        };
         let log = self.access_log.clone();
         // The upstream is named only for requests that were sent to one.
         let upstream = upstream_time

@@ -1069,6 +1069,42 @@ fn a_stdout_nobody_reads_neither_stalls_requests_nor_health() {
 }
 
 #[test]
+fn a_request_whose_client_leaves_before_the_answer_is_logged_and_counted_as_499() {
+    let up = Upstream::start();
+    let p = Podproxy::start(&[format!("/=http://{}", up.addr)], &[]);
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\nX-Request-Id: gone-1\r\n\r\n")
+        .expect("write");
+    // The upstream takes 3s; the client gives up before.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(s);
+    let start = Instant::now();
+    while p.access_log().is_empty() {
+        assert!(
+            start.elapsed() < LIMIT,
+            "no access log line for the abandoned request"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line = &p.access_log()[0];
+    assert_eq!(line["status"], 499, "{line}");
+    assert_eq!(line["path"], "/slow", "{line}");
+    assert_eq!(line["request_id"], "gone-1", "{line}");
+    let counted = raw(
+        p.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        counted
+            .lines()
+            .any(|l| l.starts_with("podproxy_requests_total{")
+                && l.contains("4xx")
+                && l.ends_with(" 1")),
+        "{counted}"
+    );
+}
+
+#[test]
 fn busybox_httpd_behind_the_proxy_and_the_access_log() {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::write(root.path().join("index.html"), "from busybox\n").expect("write");
