@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -197,7 +197,11 @@ fn open(path: &PathBuf) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Lines are written in batches of at most this many bytes, or every [`FLUSH_EVERY`].
+/// How often the writer takes the lines that came, and writes them: the queue
+/// ([`QUEUE_LINES`]) holds what comes in between, up to 160,000 lines a second.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Lines are written in batches of at most this many bytes.
 const FLUSH_BYTES: usize = 64 * 1024;
 
 /// The writer thread's state.
@@ -211,28 +215,38 @@ struct Writer {
 }
 
 impl Writer {
-    /// Until every sender is gone: takes lines, writes them every [`FLUSH_EVERY`] (or once
-    /// [`FLUSH_BYTES`] are waiting), and reopens a rotated file.
+    /// Until every sender is gone: every [`POLL`], takes the lines that came and writes them;
+    /// every [`FLUSH_EVERY`], reopens a rotated file. The thread never waits on the queue
+    /// itself: a wait would have every request's line wake it (a futex call and a context
+    /// switch per request), where a poll takes them in batches.
     fn run(mut self, rx: mpsc::Receiver<String>) {
-        let mut next = Instant::now() + FLUSH_EVERY;
+        let mut reopened = Instant::now();
         loop {
-            match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                Ok(line) => {
-                    self.buf.extend_from_slice(line.as_bytes());
-                    self.buf.push(b'\n');
-                    if self.buf.len() >= FLUSH_BYTES {
-                        self.flush();
+            std::thread::sleep(POLL);
+            let mut open = true;
+            loop {
+                match rx.try_recv() {
+                    Ok(line) => {
+                        self.buf.extend_from_slice(line.as_bytes());
+                        self.buf.push(b'\n');
+                        if self.buf.len() >= FLUSH_BYTES {
+                            self.flush();
+                        }
+                    }
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    reopen_if_rotated(&mut self.sink);
-                    self.flush();
-                    next = Instant::now() + FLUSH_EVERY;
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
-                }
+            }
+            if reopened.elapsed() >= FLUSH_EVERY {
+                reopen_if_rotated(&mut self.sink);
+                reopened = Instant::now();
+            }
+            self.flush();
+            if !open {
+                return;
             }
         }
     }
