@@ -3,9 +3,14 @@
 //!
 //! What is done (RFC 3986): percent-encoded unreserved characters are decoded (section 6.2.2.2),
 //! other percent-encodings get upper-case hex (6.2.2.1), and dot segments are removed with the
-//! algorithm of section 5.2.4. What is refused: a path that does not start with `/`, a broken
-//! percent-encoding, and control characters. Encoded slashes (`%2F`) stay encoded: they are
-//! data, not separators. The query is kept as it came.
+//! algorithm of section 5.2.4. Empty segments are merged (`//admin` is `/admin`), as nginx does
+//! for its matching and as many app servers (Tomcat, Spring) do: a route in front of `/admin`
+//! (an auth proxy, say) must not be skipped by `//admin` reaching the app by another route.
+//! What is refused: a path that does not start with `/`, a broken percent-encoding, control
+//! characters, and a dot segment with path parameters (`..;x`, which Tomcat reads as `..`).
+//! Encoded slashes (`%2F`) stay encoded: they are data, not separators. The query is kept as
+//! it came. Path parameters (`;jsessionid=...`) are passed on as they came; routes are matched
+//! without them (see [`without_params`]).
 
 use std::borrow::Cow;
 
@@ -18,6 +23,8 @@ pub enum NormalizeError {
     BadPercent,
     #[error("control character in the path")]
     Control,
+    #[error("a dot segment with path parameters")]
+    DotParams,
 }
 
 /// The normalized path (without the query).
@@ -25,14 +32,42 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, NormalizeError> {
     if !path.starts_with('/') {
         return Err(NormalizeError::NotAbsolute);
     }
-    // Most paths are already normal: no percent sign, no control character, no dot segment.
+    // Most paths are already normal: no percent sign, no control character, no dot segment,
+    // no empty segment.
     let plain = !path.bytes().any(|b| b == b'%' || b.is_ascii_control())
-        && !path[1..].split('/').any(|s| s == "." || s == "..");
+        && !path.contains("//")
+        && !path[1..].split('/').any(is_dot_segment);
     if plain {
         return Ok(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path)?;
+    if decoded[1..]
+        .split('/')
+        .any(|s| s.starts_with(".;") || s.starts_with("..;"))
+    {
+        return Err(NormalizeError::DotParams);
+    }
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
+}
+
+/// `.` or `..`, also with path parameters (refused then).
+fn is_dot_segment(s: &str) -> bool {
+    let bare = s.split(';').next().unwrap_or(s);
+    bare == "." || bare == ".."
+}
+
+/// The path as routes are matched against it: path parameters (`;...` up to the next `/`) left
+/// out, as app servers that use them do (`/admin;jsessionid=1` is `/admin` to Tomcat, so it is
+/// to the routes too). Borrowed when there are none, which is nearly always.
+pub fn without_params(path: &str) -> Cow<'_, str> {
+    if !path.contains(';') {
+        return Cow::Borrowed(path);
+    }
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|s| s.split(';').next().unwrap_or(s))
+        .collect();
+    Cow::Owned(segments.join("/"))
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -92,6 +127,8 @@ fn remove_dot_segments(path: &str) -> String {
     let mut trailing_slash = false;
     for (i, seg) in segments.iter().enumerate() {
         match *seg {
+            // Merged with the next one; the last (a trailing slash) is kept below.
+            "" if i != last => {}
             "." => trailing_slash = i == last,
             ".." => {
                 output.pop();
@@ -129,7 +166,12 @@ mod tests {
         assert_eq!(normalize_path("/api/.."), Ok("/".into()));
         assert_eq!(normalize_path("/api/x/."), Ok("/api/x/".into()));
         assert_eq!(normalize_path("/"), Ok("/".into()));
-        assert_eq!(normalize_path("/a//b"), Ok("/a//b".into()));
+        // Empty segments are merged: `//admin` is `/admin`, whichever way it is spelled.
+        assert_eq!(normalize_path("/a//b"), Ok("/a/b".into()));
+        assert_eq!(normalize_path("//admin/x"), Ok("/admin/x".into()));
+        assert_eq!(normalize_path("/a///"), Ok("/a/".into()));
+        assert_eq!(normalize_path("//"), Ok("/".into()));
+        assert_eq!(normalize_path("/%2f/admin"), Ok("/%2F/admin".into()));
         // Dots inside a segment are no dot segments.
         assert_eq!(
             normalize_path("/.well-known/x"),
@@ -156,5 +198,27 @@ mod tests {
         assert_eq!(normalize_path("/a%zz"), Err(NormalizeError::BadPercent));
         assert_eq!(normalize_path("/a%2"), Err(NormalizeError::BadPercent));
         assert_eq!(normalize_path("/a\u{7f}b"), Err(NormalizeError::Control));
+        // Tomcat reads `..;x` as `..`: refused, not routed as a plain segment.
+        assert_eq!(
+            normalize_path("/x/..;/admin"),
+            Err(NormalizeError::DotParams)
+        );
+        assert_eq!(
+            normalize_path("/x/.;a/admin"),
+            Err(NormalizeError::DotParams)
+        );
+        assert_eq!(
+            normalize_path("/x/%2e%2e;/admin"),
+            Err(NormalizeError::DotParams)
+        );
+    }
+
+    #[test]
+    fn routes_are_matched_without_path_parameters() {
+        assert_eq!(without_params("/admin/x"), "/admin/x");
+        assert!(matches!(without_params("/admin/x"), Cow::Borrowed(_)));
+        assert_eq!(without_params("/admin;jsessionid=1/x"), "/admin/x");
+        assert_eq!(without_params("/admin;a;b"), "/admin");
+        assert_eq!(without_params("/a;p/b;q/"), "/a/b/");
     }
 }

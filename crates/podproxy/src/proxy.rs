@@ -325,7 +325,7 @@ impl Proxy {
         let host_str = host.as_ref().and_then(|h| h.to_str().ok());
         let index = self
             .routes
-            .find_index(host_str, path)
+            .find_index(host_str, &crate::normalize::without_params(path))
             .ok_or((StatusCode::NOT_FOUND, "no route\n"))?;
         seen.route = Some(index);
         let route = self.routes.get(index);

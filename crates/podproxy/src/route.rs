@@ -124,6 +124,10 @@ impl Route {
         }
         match path.strip_prefix(self.prefix.as_str()) {
             Some("") | None => "/".to_string(),
+            // Path parameters of the prefix's last segment go with it (`/api;v=1/items`).
+            Some(rest) if rest.starts_with(';') => {
+                rest.find('/').map_or("/", |i| &rest[i..]).to_string()
+            }
             Some(rest) => rest.to_string(),
         }
     }
@@ -286,6 +290,8 @@ mod tests {
         assert_eq!(r.prefix, "/api");
         assert_eq!(r.upstream_path("/api"), "/");
         assert_eq!(r.upstream_path("/api/items?x=1"), "/items?x=1");
+        assert_eq!(r.upstream_path("/api;v=1/items"), "/items");
+        assert_eq!(r.upstream_path("/api;v=1"), "/");
         let keep = Route::parse("/api=http://127.0.0.1:5000").expect("valid");
         assert_eq!(keep.upstream_path("/api/items"), "/api/items");
     }

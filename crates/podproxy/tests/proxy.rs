@@ -319,6 +319,16 @@ fn routes_by_longest_prefix_strip_and_404() {
     );
     let r = get(p.port, "/apiary");
     assert!(r.contains("path=/apiary\n"), "the / route, not /api: {r}");
+    // `//api` is `/api` (as app servers merge slashes, a route in front of /api, such as an
+    // auth proxy, must not be skipped), and path parameters do not hide the prefix.
+    let before = back.requests();
+    let r = get(p.port, "//api//items");
+    assert!(r.contains("path=/items\n"), "{r}");
+    let r = get(p.port, "/api;jsessionid=7/items;v=2");
+    assert!(r.contains("path=/items;v=2\n"), "{r}");
+    assert_eq!(back.requests() - before, 2, "both went to /api's upstream");
+    // A dot segment with parameters (Tomcat's `..;`) is refused, not routed by `/`.
+    assert_eq!(status(&get(p.port, "/x/..;/api/items")), 400);
     // Normalization first: the dot segments cannot reach /api's upstream under another name,
     // and an encoded prefix is still the prefix.
     let r = get(p.port, "/static/../api/x");
