@@ -97,6 +97,8 @@ pub struct Activity {
     reads: AtomicU64,
     requests: AtomicU64,
     heads: AtomicBool,
+    /// HTTP/2: idle means no stream (see `idle_count`).
+    streams: AtomicBool,
     pub in_flight: AtomicUsize,
 }
 
@@ -107,8 +109,26 @@ impl Activity {
             reads: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             heads: AtomicBool::new(false),
+            streams: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         })
+    }
+
+    /// The connection speaks HTTP/2 (see `idle_count`).
+    pub fn set_streams(&self) {
+        self.streams.store(true, Ordering::Relaxed);
+    }
+
+    /// What counts against idleness, besides a request in flight: for HTTP/1 (and a tunnel)
+    /// any byte moved; for HTTP/2 only a new stream, as a client's PINGs and SETTINGS are no
+    /// work, and would otherwise hold an idle connection (and its place under
+    /// `--max-connections`) open for ever.
+    pub fn idle_count(&self) -> u64 {
+        if self.streams.load(Ordering::Relaxed) {
+            self.requests()
+        } else {
+            self.events()
+        }
     }
 
     /// Bytes moved (reads and writes that moved any) so far.
@@ -149,7 +169,7 @@ impl Activity {
     /// The start of an idle watch: quiet from now on.
     pub fn quiet(&self) -> Quiet {
         Quiet {
-            seen: self.events(),
+            seen: self.idle_count(),
             since: Instant::now(),
         }
     }
@@ -157,7 +177,7 @@ impl Activity {
     /// Looks again at `now`: how long the connection has had no request in flight and moved no
     /// byte (a move or a request restarts the count).
     pub fn quiet_for(&self, quiet: &mut Quiet, now: Instant) -> Duration {
-        let events = self.events();
+        let events = self.idle_count();
         if events != quiet.seen || self.in_flight.load(Ordering::SeqCst) > 0 {
             quiet.seen = events;
             quiet.since = now;

@@ -99,7 +99,7 @@ impl Control {
         if asked & CLOSE == 0 {
             return false;
         }
-        let idle = self.activity.events() == self.sampled.load(Ordering::Acquire)
+        let idle = self.activity.idle_count() == self.sampled.load(Ordering::Acquire)
             && self.activity.in_flight.load(Ordering::SeqCst) == 0;
         if !idle {
             self.ask.fetch_and(!CLOSE, Ordering::AcqRel);
@@ -208,6 +208,11 @@ struct Builders {
 
 /// A hyper connection that can be asked to finish gracefully.
 trait Graceful: Future<Output = Result<(), hyper::Error>> {
+    /// An idle connection is closed with this too (HTTP/2: GOAWAY first, RFC 9113 section
+    /// 6.8, so that a request the client sends meanwhile is known not to have been processed),
+    /// not only dropped.
+    const IDLE_GRACEFULLY: bool = false;
+
     fn graceful(self: Pin<&mut Self>);
 }
 
@@ -234,6 +239,8 @@ where
     <S::ResBody as hyper::body::Body>::Error: Into<BoxError>,
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
 {
+    const IDLE_GRACEFULLY: bool = true;
+
     fn graceful(self: Pin<&mut Self>) {
         self.graceful_shutdown();
     }
@@ -252,6 +259,12 @@ async fn drive<C: Graceful>(conn: C, control: &Control) -> Result<(), BoxError> 
             return Poll::Ready(ended.map_err(BoxError::from));
         }
         if control.closing() {
+            // Gracefully once (HTTP/2's GOAWAY); dropped if still open when asked again.
+            if C::IDLE_GRACEFULLY && !finishing {
+                finishing = true;
+                conn.as_mut().graceful();
+                return conn.as_mut().poll(cx).map_err(BoxError::from);
+            }
             return Poll::Ready(Ok(()));
         }
         if control.graceful_asked() && !finishing {
@@ -332,6 +345,7 @@ where
         },
     };
     if h2 {
+        io.activity().set_streams();
         let conn = builders.http2.serve_connection(TokioIo::new(io), service);
         drive(conn, control).await
     } else {

@@ -918,14 +918,9 @@ fn a_tunnel_closed_during_the_drain_lets_podproxy_exit_before_the_drain_timeout(
 fn http2_prior_knowledge_from_clients() {
     let up = Upstream::start();
     let p = Podproxy::start(&[format!("/=http://{}", up.addr)], &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = current_thread();
     let body = rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
-            .await
-            .expect("connect");
+        let stream = connect(p.port).await;
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
@@ -1005,6 +1000,57 @@ fn http2_prior_knowledge_from_clients() {
             && text.contains(&format!("x-forwarded-host={authority}\n")),
         "{text}"
     );
+}
+
+#[test]
+fn an_http2_connection_that_only_pings_is_closed_when_idle() {
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--idle-timeout", "1s"],
+    );
+    let rt = current_thread();
+    rt.block_on(async {
+        let stream = connect(p.port).await;
+        // A client that PINGs every 200 ms, with no stream open: no work for the proxy.
+        let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(200))
+            .keep_alive_while_idle(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        let req = Request::get(format!("http://127.0.0.1:{}/first", p.port))
+            .body(Full::new(Bytes::new()))
+            .expect("request");
+        let resp = send.send_request(req).await.expect("response");
+        assert_eq!(resp.status(), 200);
+        let _ = resp.into_body().collect().await;
+        // Closed after --idle-timeout (and a sweep), PINGs notwithstanding.
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn)
+            .await
+            .expect("a PINGing HTTP/2 connection was kept open past --idle-timeout")
+            .expect("the connection task");
+        // With GOAWAY first (RFC 9113 section 6.8): hyper's client ends cleanly, where a
+        // connection just dropped ends in a broken pipe.
+        assert!(ended.is_ok(), "closed without GOAWAY: {ended:?}");
+    });
+}
+
+/// A current-thread tokio runtime for a test's async client.
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+}
+
+/// A client connection to podproxy's port.
+async fn connect(port: u16) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect")
 }
 
 /// Reads one HTTP/1.1 answer (framed by Content-Length) from a kept-alive connection; its status.
@@ -1459,10 +1505,7 @@ fn tls_get(
     root: &rustls_pki_types::CertificateDer<'static>,
     path: &str,
 ) -> Result<(String, Vec<u8>), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = current_thread();
     rt.block_on(async {
         let config = client_tls(root)?;
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -1741,14 +1784,9 @@ impl hyper::body::Body for ChannelBody {
 fn grpc_style_bidirectional_stream_over_an_h2c_route() {
     let (upstream, _rt) = h2c_echo_upstream();
     let p = Podproxy::start(&[format!("/=http://{upstream},h2c")], &[]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = current_thread();
     rt.block_on(async {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
-            .await
-            .expect("connect");
+        let stream = connect(p.port).await;
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
                 .await
@@ -1820,10 +1858,7 @@ fn http2_over_tls_by_alpn() {
             &secret.path().join("tls.key").display().to_string(),
         ],
     );
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
+    let rt = current_thread();
     let (alpn, version, text) = rt.block_on(async {
         let mut config = client_tls(&der).expect("client config");
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
