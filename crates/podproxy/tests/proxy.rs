@@ -407,13 +407,15 @@ fn headers_are_shaped_on_the_way_through() {
     );
 }
 
+/// Bound to the IPv4-mapped loopback address: an IPv6 socket that IPv4 clients reach, as a
+/// dual-stack `[::]` listener is, with the traffic kept on loopback.
 #[test]
 fn an_ipv4_client_of_a_dual_stack_listener_is_named_as_ipv4() {
     let up = Upstream::start();
     let dual = free_port();
     let p = Podproxy::start(
         &[format!("/=http://{}", up.addr)],
-        &["--listen", &format!("[::]:{dual}")],
+        &["--listen", &format!("[::ffff:127.0.0.1]:{dual}")],
     );
     let r = raw(
         dual,
