@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,11 +62,22 @@ pub enum CheckpointError {
     Write { path: String, source: io::Error },
 }
 
-/// The checkpoint file on disk.
+/// The checkpoint file on disk. Clones share one writer lock, so that saves never run at the
+/// same time (they share the temp file) and an older snapshot never replaces a newer one.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
     path: PathBuf,
+    /// The generation of the snapshot on disk (0: none written by this process).
+    written: Arc<Mutex<u64>>,
+}
+
+/// The positions at one instant, numbered: a higher generation was taken later, so it is at
+/// least as far on in every file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub entries: Vec<Entry>,
 }
 
 /// What was found at start-up.
@@ -91,6 +102,7 @@ impl Store {
         Ok(Store {
             dir: dir.to_path_buf(),
             path: dir.join(FILE_NAME),
+            written: Arc::new(Mutex::new(0)),
         })
     }
 
@@ -147,8 +159,20 @@ impl Store {
         );
     }
 
-    /// Writes `entries` atomically: a reader sees the old file or the new one, never a mix.
-    pub fn save(&self, entries: &[Entry]) -> Result<(), CheckpointError> {
+    /// Writes `snapshot` atomically: a reader sees the old file or the new one, never a mix.
+    /// Saves are serialized; a snapshot older than the one already written is skipped (returns
+    /// false), which happens when a periodic save was still running as the final one was made.
+    pub fn save(&self, snapshot: &Snapshot) -> Result<bool, CheckpointError> {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if snapshot.generation <= *written {
+            return Ok(false);
+        }
+        self.write(&snapshot.entries)?;
+        *written = snapshot.generation;
+        Ok(true)
+    }
+
+    fn write(&self, entries: &[Entry]) -> Result<(), CheckpointError> {
         let err = |source| CheckpointError::Write {
             path: self.path.display().to_string(),
             source,
@@ -203,6 +227,8 @@ struct State {
     remembered: Vec<(u64, Entry)>,
     release_counter: u64,
     dirty: bool,
+    /// Snapshots taken so far.
+    generation: u64,
 }
 
 impl Positions {
@@ -326,20 +352,22 @@ impl Positions {
     }
 
     /// The entries to save, if anything changed since the last call.
-    pub fn snapshot_if_dirty(&self) -> Option<Vec<Entry>> {
+    pub fn snapshot_if_dirty(&self) -> Option<Snapshot> {
         let mut state = self.lock();
         if !state.dirty {
             return None;
         }
-        state.dirty = false;
-        Some(state.snapshot())
+        Some(state.take_snapshot())
     }
 
     /// The entries to save, changed or not.
-    pub fn snapshot(&self) -> Vec<Entry> {
-        let mut state = self.lock();
-        state.dirty = false;
-        state.snapshot()
+    pub fn snapshot(&self) -> Snapshot {
+        self.lock().take_snapshot()
+    }
+
+    /// A snapshot could not be saved: the next periodic save tries again.
+    pub fn mark_dirty(&self) {
+        self.lock().dirty = true;
     }
 
     /// How many bytes a tracked file has that are not yet acknowledged, given its size.
@@ -370,10 +398,15 @@ impl State {
         }
     }
 
-    fn snapshot(&self) -> Vec<Entry> {
-        let mut out: Vec<Entry> = self.remembered.iter().map(|(_, e)| e.clone()).collect();
-        out.extend(self.tracked.values().map(|t| t.entry.clone()));
-        out
+    fn take_snapshot(&mut self) -> Snapshot {
+        self.dirty = false;
+        self.generation += 1;
+        let mut entries: Vec<Entry> = self.remembered.iter().map(|(_, e)| e.clone()).collect();
+        entries.extend(self.tracked.values().map(|t| t.entry.clone()));
+        Snapshot {
+            generation: self.generation,
+            entries,
+        }
     }
 }
 
@@ -397,11 +430,62 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("open");
         assert!(store.load().first_start);
-        store.save(&[entry("/a", 10)]).expect("save");
+        let snapshot = Snapshot {
+            generation: 1,
+            entries: vec![entry("/a", 10)],
+        };
+        assert!(store.save(&snapshot).expect("save"));
         let loaded = store.load();
         assert!(!loaded.first_start);
         assert_eq!(loaded.entries, vec![entry("/a", 10)]);
         assert!(!dir.path().join(format!("{FILE_NAME}.tmp")).exists());
+    }
+
+    /// The periodic save can still be running (in a blocking thread, which abort does not stop)
+    /// when the final save is made: saves must not share the temp file at the same time, and
+    /// the older snapshot, finishing last, must not replace the newer one.
+    #[test]
+    fn concurrent_saves_are_serialized_and_the_newest_snapshot_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50u64 {
+                        let generation = i * 4 + t + 1;
+                        let entries = (0..200)
+                            .map(|n| entry(&format!("/f{n}"), generation))
+                            .collect();
+                        store
+                            .save(&Snapshot {
+                                generation,
+                                entries,
+                            })
+                            .expect("a save failed while another ran");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("saver thread");
+        }
+        let loaded = store.load();
+        assert_eq!(loaded.entries.len(), 200);
+        assert!(
+            loaded.entries.iter().all(|e| e.offset == 200),
+            "{:?}",
+            &loaded.entries[..2]
+        );
+        let older = Snapshot {
+            generation: 7,
+            entries: vec![entry("/a", 7)],
+        };
+        assert!(
+            !store.save(&older).expect("save"),
+            "an older snapshot was written"
+        );
+        assert_eq!(store.load().entries.len(), 200);
     }
 
     #[test]
@@ -428,6 +512,6 @@ mod tests {
         assert_eq!(p.acknowledged(1), Some(0));
         p.acknowledge(&[(1, 100)]);
         assert_eq!(p.acknowledged(1), None);
-        assert_eq!(p.snapshot(), vec![entry("/a", 100)]);
+        assert_eq!(p.snapshot().entries, vec![entry("/a", 100)]);
     }
 }

@@ -146,7 +146,8 @@ pub async fn run(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                save(&store, &positions, &metrics, false).await;
+                // Logged and counted; the next tick tries again.
+                let _ = save(&store, &positions, &metrics, false).await;
             }
         })
     };
@@ -165,8 +166,9 @@ pub async fn run(
             match tokio::time::timeout_at(deadline, &mut tail_task).await {
                 Ok(ended) => ended,
                 Err(_) => {
+                    // A periodic save still running finishes first (Store serializes them).
                     checkpointer.abort();
-                    save(&store, &positions, &metrics, true).await;
+                    let _ = save(&store, &positions, &metrics, true).await;
                     return Err(RunError::DrainTimeout(podkit_runtime::units::format_duration(config.drain_timeout)));
                 }
             }
@@ -193,8 +195,13 @@ pub async fn run(
             }
         }
     }
+    // A periodic save still running finishes first (Store serializes them). If the final save
+    // fails, the last positions are lost and a restart ships their lines again: say so, and exit
+    // non-zero.
     checkpointer.abort();
-    save(&store, &positions, &metrics, true).await;
+    if let Err(e) = save(&store, &positions, &metrics, true).await {
+        failure.get_or_insert(RunError::Checkpoint(e));
+    }
     if ended == Ended::SinksClosed && failure.is_none() {
         failure = Some(RunError::Internal(
             "the sinks stopped accepting batches".into(),
@@ -209,24 +216,44 @@ pub async fn run(
     }
 }
 
-/// Writes the checkpoint file if positions changed (or always, when `force`).
-async fn save(store: &Store, positions: &Positions, metrics: &Metrics, force: bool) {
-    let entries = if force {
+/// Writes the checkpoint file if positions changed (or always, when `force`). A failed save is
+/// logged and counted, and leaves the positions dirty so that the next save tries again.
+async fn save(
+    store: &Store,
+    positions: &Positions,
+    metrics: &Metrics,
+    force: bool,
+) -> Result<(), CheckpointError> {
+    let snapshot = if force {
         Some(positions.snapshot())
     } else {
         positions.snapshot_if_dirty()
     };
-    let Some(entries) = entries else { return };
+    let Some(snapshot) = snapshot else {
+        return Ok(());
+    };
+    let path = store.path().display().to_string();
     let store = store.clone();
-    let result = tokio::task::spawn_blocking(move || store.save(&entries)).await;
+    let result = tokio::task::spawn_blocking(move || store.save(&snapshot))
+        .await
+        .unwrap_or_else(|e| {
+            Err(CheckpointError::Write {
+                path,
+                source: std::io::Error::other(format!("the checkpoint task failed: {e}")),
+            })
+        });
     match result {
-        Ok(Ok(())) => {
-            metrics.checkpoint_writes.inc();
+        Ok(written) => {
+            if written {
+                metrics.checkpoint_writes.inc();
+            }
+            Ok(())
         }
-        Ok(Err(e)) => {
+        Err(e) => {
+            positions.mark_dirty();
             metrics.checkpoint_errors.inc();
             tracing::error!(error = %e, "{e}");
+            Err(e)
         }
-        Err(e) => tracing::error!(error = %e, "checkpoint task failed"),
-    };
+    }
 }
