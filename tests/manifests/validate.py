@@ -96,7 +96,15 @@ def check_pod(spec, problems):
         image = image_name(c)
         if image in ADMIN_PATHS:
             probes = [c.get(p) for p in ("readinessProbe", "livenessProbe", "startupProbe") if c.get(p)]
-            if not c.get("readinessProbe") or not c.get("livenessProbe"):
+            if image == "logship":
+                # /readyz follows the sinks' reachability; as a readinessProbe it would take the
+                # Pod out of its Service whenever the log backend is down.
+                if not c.get("livenessProbe"):
+                    problems.append(f"{name}: logship needs a livenessProbe on /healthz")
+                if c.get("readinessProbe"):
+                    problems.append(f"{name}: remove logship's readinessProbe: a Pod is Ready only when every "
+                                    "container is, and /readyz is 503 while a log sink is down")
+            elif not c.get("readinessProbe") or not c.get("livenessProbe"):
                 problems.append(f"{name}: {image} needs a readinessProbe and a livenessProbe on its admin endpoints")
             for p in probes:
                 path = (p.get("httpGet") or {}).get("path")

@@ -113,7 +113,7 @@ fn the_checks_catch_what_they_promise() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = std::fs::read_to_string(example_dir("fullstack-pod").join("pod.yaml"))
         .expect("fullstack-pod");
-    let cases: [(&str, &str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str, &str); 7] = [
         (
             "privileged",
             "        allowPrivilegeEscalation: false\n",
@@ -149,6 +149,12 @@ fn the_checks_catch_what_they_promise() {
             "              fieldPath: metadata.name\n",
             "              fieldPath: metadata.uid\n",
             "env POD_NAME must come from the Downward API field metadata.name",
+        ),
+        (
+            "logship-gates-the-pod",
+            "      livenessProbe:\n        httpGet: { path: /healthz, port: 9090 }\n",
+            "      readinessProbe:\n        httpGet: { path: /readyz, port: 9090 }\n      livenessProbe:\n        httpGet: { path: /healthz, port: 9090 }\n",
+            "remove logship's readinessProbe",
         ),
     ];
     for (name, from, to, expected) in cases {
