@@ -78,14 +78,18 @@ impl LineReader {
         while self.pending.len() + part.len() > self.max_line {
             let room = self.max_line - self.pending.len();
             self.pending.extend_from_slice(&part[..room]);
-            let end = start + room as u64;
-            let piece = std::mem::take(&mut self.pending);
+            // A character is never cut in two (which would ship two U+FFFD): its first bytes
+            // begin the next piece. A piece keeps at least one byte, so the loop moves on.
+            let carried = incomplete_tail_len(&self.pending).min(self.pending.len() - 1);
+            let piece_len = self.pending.len() - carried;
+            let end = start + room as u64 - carried as u64;
             self.counts.split += 1;
-            self.emit(&piece, end, out);
+            let mut piece = std::mem::take(&mut self.pending);
+            self.emit(&piece[..piece_len], end, out);
+            piece.drain(..piece_len);
             self.pending = piece;
-            self.pending.clear();
             part = &part[room..];
-            start = end;
+            start += room as u64;
         }
         self.pending.extend_from_slice(part);
     }
@@ -108,6 +112,25 @@ impl LineReader {
             }
         }
     }
+}
+
+/// How many bytes at the end of `buf` are the start of a UTF-8 character whose other bytes are
+/// not there yet (0 to 3). Only looks at the last three bytes.
+pub fn incomplete_tail_len(buf: &[u8]) -> usize {
+    for back in 1..=buf.len().min(3) {
+        let b = buf[buf.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: its lead byte is further back
+        }
+        let needs = match b {
+            0xF0.. => 4,
+            0xE0.. => 3,
+            0xC0.. => 2,
+            _ => 1,
+        };
+        return if needs > back { back } else { 0 };
+    }
+    0
 }
 
 #[cfg(test)]
@@ -172,6 +195,33 @@ xy
             ],
         );
         assert_eq!(out, vec![("abcd".into(), 4), ("efgh".into(), 9)]);
+    }
+
+    #[test]
+    fn a_split_never_cuts_a_character_in_two() {
+        // "aé€😀" is 1 + 2 + 3 + 4 bytes; with 4-byte pieces each character moves whole to the
+        // next piece, whatever chunks the bytes come in.
+        let text = "aé€😀b\n".as_bytes();
+        for chunk in [text.len(), 1, 3] {
+            let mut r = LineReader::new(4);
+            let chunks: Vec<&[u8]> = text.chunks(chunk).collect();
+            let out = lines(&mut r, &chunks);
+            assert_eq!(
+                out,
+                vec![
+                    ("aé".into(), 3),
+                    ("€".into(), 6),
+                    ("😀".into(), 10),
+                    ("b".into(), 12)
+                ],
+                "chunks of {chunk}"
+            );
+            assert_eq!(r.counts.invalid_utf8, 0);
+        }
+        assert_eq!(incomplete_tail_len("a€".as_bytes()), 0);
+        assert_eq!(incomplete_tail_len(&"a€".as_bytes()[..3]), 2);
+        assert_eq!(incomplete_tail_len(&"😀".as_bytes()[..3]), 3);
+        assert_eq!(incomplete_tail_len(b"\x80\x80\x80"), 0);
     }
 
     #[test]

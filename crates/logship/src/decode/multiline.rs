@@ -66,7 +66,9 @@ impl Assembler {
                 let mut buf = line.to_vec();
                 let cut = buf.len() > self.max;
                 if cut {
-                    buf.truncate(self.max);
+                    // At a character boundary (the line is valid UTF-8 by now).
+                    let keep = self.max - crate::reader::incomplete_tail_len(&buf[..self.max]);
+                    buf.truncate(keep);
                     self.truncated += 1;
                 }
                 self.pending = Some(Pending {
@@ -153,5 +155,17 @@ mod tests {
         a.flush(&mut next);
         assert_eq!(out, vec![(b"S1".to_vec(), 16)]);
         assert_eq!(a.truncated, 1);
+        // A first line cut to the bound is cut before the character that straddles it.
+        out.clear();
+        let mut next =
+            |m: &[u8], e: u64, _f: Option<Box<Map<String, Value>>>| out.push((m.to_vec(), e));
+        a.push("Sxxxé€".as_bytes(), 10, None, now, &mut next);
+        a.push("Sxxxxxxxxx".as_bytes(), 21, None, now, &mut next);
+        a.flush(&mut next);
+        let texts: Vec<String> = out
+            .iter()
+            .map(|(m, _)| String::from_utf8(m.clone()).expect("UTF-8"))
+            .collect();
+        assert_eq!(texts, vec!["Sxxxé", "Sxxxxxxx"]);
     }
 }
