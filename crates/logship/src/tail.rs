@@ -123,6 +123,8 @@ pub struct Tailer {
     batch_started: Option<Instant>,
     seq: u64,
     buf: Vec<u8>,
+    /// A read found a file rewritten: check the files now rather than at the next poll.
+    check_now: bool,
 }
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -156,6 +158,7 @@ impl Tailer {
             batch_started: None,
             seq: 0,
             buf: vec![0; chunk],
+            check_now: false,
         }
     }
 
@@ -193,7 +196,8 @@ impl Tailer {
             };
             let now = Instant::now();
             self.flush_stale(now);
-            if now.duration_since(last_check) >= self.s.poll_interval {
+            if self.check_now || now.duration_since(last_check) >= self.s.poll_interval {
+                self.check_now = false;
                 self.check_files();
                 last_check = now;
             }
@@ -266,6 +270,13 @@ impl Tailer {
             }
         };
         if n == 0 {
+            return 0;
+        }
+        // A file truncated and written again past where we were, between two looks, is not
+        // shorter than our offset: what was just read is the middle of new content. Its first
+        // bytes tell (one short read from the page cache); check_files starts it over.
+        if !t.head.is_prefix_of(&t.file).unwrap_or(true) {
+            self.check_now = true;
             return 0;
         }
         let start = t.offset;
@@ -380,26 +391,35 @@ impl Tailer {
         (self.outlet)(piece)
     }
 
+    /// Reads every file until nothing more comes, starting over a file found rewritten.
+    fn read_to_end(&mut self) -> Result<usize, ()> {
+        let mut read = 0;
+        loop {
+            let n = self.read_round()?;
+            if self.check_now {
+                self.check_now = false;
+                self.check_files();
+                continue;
+            }
+            if n == 0 {
+                return Ok(read);
+            }
+            read += n;
+        }
+    }
+
     /// Reads every file to its end (and on, until they have been quiet for `quiet`), flushes
     /// everything pending, sends the last batch.
     fn drain(&mut self, quiet: Duration) -> Result<(), ()> {
         self.scan(false);
         self.check_files();
-        while self.read_round()? > 0 {}
+        self.read_to_end()?;
         let mut quiet_since = Instant::now();
         while quiet_since.elapsed() < quiet {
             self.send_batch()?;
             std::thread::sleep(self.s.poll_interval.min(quiet));
             self.scan(false);
-            let mut read = 0;
-            loop {
-                let n = self.read_round()?;
-                if n == 0 {
-                    break;
-                }
-                read += n;
-            }
-            if read > 0 {
+            if self.read_to_end()? > 0 {
                 quiet_since = Instant::now();
             }
         }
@@ -611,18 +631,18 @@ impl Tailer {
         self.files.iter().position(|t| t.dev_ino == key)
     }
 
-    /// For a file shorter than a fingerprint: grows its head as it grows, and reports whether
-    /// its first bytes are still the ones we read (a file rewritten in place is not).
+    /// Reports whether a file's first bytes are still the ones we read (a file rewritten in
+    /// place has others); for a file shorter than a fingerprint, also grows its head as it grows.
     fn head_still_matches(&mut self, i: usize, size: u64) -> bool {
         let t = &mut self.files[i];
-        if t.head.is_fingerprint() || size <= u64::from(t.head.len) {
-            return true;
-        }
+        // The same test as the read path's (see read_chunk), so the two never disagree.
         match t.head.is_prefix_of(&t.file) {
             Ok(true) => {
-                if let Ok(head) = Head::read(&t.file) {
-                    t.head = head;
-                    self.positions.update(t.id, head, t.dev_ino, &t.label);
+                if !t.head.is_fingerprint() && size > u64::from(t.head.len) {
+                    if let Ok(head) = Head::read(&t.file) {
+                        t.head = head;
+                        self.positions.update(t.id, head, t.dev_ino, &t.label);
+                    }
                 }
                 true
             }

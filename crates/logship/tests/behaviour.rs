@@ -253,6 +253,33 @@ fn a_short_file_with_the_same_inode_and_first_bytes_resumes() {
     assert_eq!(s.shipped(), vec!["line 1", "line 2"]);
 }
 
+/// A file truncated and written again past its old length between two of logship's looks is
+/// never shorter than the offset reached: only its first bytes tell. logship is stopped
+/// (SIGSTOP) across the rewrite so that it cannot see the file empty in between.
+#[test]
+fn a_file_rewritten_past_its_old_length_between_two_looks_is_read_from_its_start() {
+    let s = Scene::new();
+    let path = s.log("app.log");
+    let lines = |tag: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("{tag} line {i:03} .............................."))
+            .collect()
+    };
+    let (old, new) = (lines("old", 20), lines("new", 40));
+    append(&path, &(old.join("\n") + "\n"));
+    let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log")]));
+    s.wait_for("the first lines", |l| l.len() >= old.len());
+    g.signal("STOP");
+    std::fs::write(&path, new.join("\n") + "\n").expect("rewrite in place");
+    g.signal("CONT");
+    s.wait_for("the new lines", |l| l.len() >= old.len() + new.len());
+    std::thread::sleep(Duration::from_millis(300));
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
+    let want: Vec<String> = old.into_iter().chain(new).collect();
+    assert_eq!(s.shipped(), want);
+}
+
 #[test]
 fn lines_longer_than_the_limit_are_split_not_lost() {
     let s = Scene::new();
