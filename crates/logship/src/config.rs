@@ -290,7 +290,7 @@ impl Config {
                 Err(x) => Err(e(format!("--{flag}: {x}"))),
             }
         };
-        let globs = Globs::new(&cli.paths, &cli.exclude).map_err(|x| e(x.to_string()))?;
+        let mut globs = Globs::new(&cli.paths, &cli.exclude).map_err(|x| e(x.to_string()))?;
         let sinks = cli
             .sinks
             .iter()
@@ -336,6 +336,15 @@ impl Config {
                 .map(|d| d.join(".logship"))
                 .ok_or_else(|| e("--path is required".into()))?,
         };
+        globs.never_read(&checkpoint_dir);
+        for sink in &sinks {
+            if let SinkSpec::File(path) = sink {
+                globs.never_read(path);
+            }
+        }
+        if let Some(path) = &cli.dead_letter_file {
+            globs.never_read(path);
+        }
         let batch_max_lines = match cli.batch_max_lines.trim().parse::<usize>() {
             Ok(n) if n > 0 => n,
             _ => {

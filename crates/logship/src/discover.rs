@@ -35,6 +35,9 @@ pub enum DiscoverError {
 pub struct Globs {
     include: Vec<String>,
     exclude: Vec<Pattern>,
+    /// logship's own files (checkpoint directory, file sinks, dead-letter file): never read,
+    /// whatever the globs say, or a recursive glob would ship them back in a loop.
+    own: Vec<PathBuf>,
 }
 
 impl Globs {
@@ -60,7 +63,23 @@ impl Globs {
         Ok(Globs {
             include: include.to_vec(),
             exclude,
+            own: Vec::new(),
         })
+    }
+
+    /// Leaves out `path` (a file, or a directory and everything under it), which logship
+    /// itself writes. Compared component by component, as given and made canonical.
+    pub fn never_read(&mut self, path: &Path) {
+        self.own.push(path.to_path_buf());
+        if let Ok(canonical) = std::fs::canonicalize(path) {
+            if canonical != path {
+                self.own.push(canonical);
+            }
+        }
+    }
+
+    fn is_own(&self, path: &Path) -> bool {
+        self.own.iter().any(|own| path.starts_with(own))
     }
 
     /// Regular files matching now, sorted (so reading order is stable).
@@ -71,7 +90,7 @@ impl Globs {
                 continue;
             };
             for path in paths.flatten() {
-                if self.exclude.iter().any(|x| x.matches_path(&path)) {
+                if self.exclude.iter().any(|x| x.matches_path(&path)) || self.is_own(&path) {
                     continue;
                 }
                 if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {

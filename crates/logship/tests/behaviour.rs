@@ -34,6 +34,37 @@ fn oneshot_ships_every_file_to_its_end_and_a_restart_ships_nothing_again() {
     );
 }
 
+/// A recursive glob over the shared volume also matches what logship writes there itself: its
+/// checkpoints (by default in .logship/ beside the logs), a file sink, the dead-letter file.
+/// Those are never read, or each run would ship them back.
+#[test]
+fn a_recursive_glob_never_reads_logships_own_files() {
+    let s = Scene::new();
+    append(&s.log("a.log"), "a1\na2\n");
+    let copy = s.log("copy.out");
+    let dead = s.log("dead.letters");
+    let copy_sink = format!("file://{}", copy.display());
+    let args = [
+        "--path",
+        &s.glob("**/*"),
+        "--sink",
+        &copy_sink,
+        "--dead-letter-file",
+        dead.to_str().expect("UTF-8 path"),
+        "--oneshot",
+    ];
+    for _ in 0..2 {
+        let (code, _, _) = Guard::spawn(&mut s.logship(&args)).finish(LIMIT);
+        assert_eq!(code, Some(0), "{}", s.stderr());
+    }
+    assert!(s.log(".logship/checkpoints.json").exists());
+    assert_eq!(s.shipped(), vec!["a1", "a2"]);
+    assert_eq!(
+        std::fs::read_to_string(&copy).expect("file sink"),
+        "a1\na2\n"
+    );
+}
+
 #[test]
 fn read_from_end_skips_what_existed_at_the_very_first_start_only() {
     let s = Scene::new();
