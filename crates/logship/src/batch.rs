@@ -114,6 +114,27 @@ impl Batch {
         pieces
     }
 
+    /// A copy of the events at `indices` (for a receiver that found the whole too large). It
+    /// acknowledges nothing: the batch it came from does, once all of it is shipped.
+    pub fn select(&self, indices: &[usize]) -> Batch {
+        let mut part = Batch {
+            seq: self.seq,
+            ..Batch::default()
+        };
+        for e in indices.iter().filter_map(|&i| self.events.get(i)) {
+            let source = &self.sources[e.source as usize];
+            part.push(
+                source.id,
+                &source.path,
+                &self.data[e.start as usize..e.end as usize],
+                e.offset,
+                e.read_at,
+                e.fields.clone(),
+            );
+        }
+        part
+    }
+
     /// Records that `id` is consumed up to `end_offset` without an event (bytes that produce no
     /// event, e.g. the tail of an over-long line that was cut).
     pub fn advance(&mut self, id: FileId, end_offset: u64) {

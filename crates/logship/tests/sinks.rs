@@ -566,6 +566,112 @@ fn a_refused_batch_goes_to_the_dead_letter_file_and_shipping_goes_on() {
     assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
 }
 
+/// A receiver that refuses bodies over its size limit with 413 (as nginx's
+/// client_max_body_size, Loki's and Elasticsearch's limits do): the batch is sent again in
+/// halves until each fits, and only an event too large on its own is refused.
+#[test]
+fn a_batch_too_large_for_the_receiver_is_sent_in_halves() {
+    let s = Scene::new();
+    let admin = free_port();
+    let rx = Receiver::start(|r| {
+        if ndjson_messages(&r.body).len() > 8 || r.body.len() > 4000 {
+            Reply::status(413).body("request entity too large")
+        } else {
+            Reply::status(200)
+        }
+    });
+    let dead = s.dir.path().join("dead.ndjson");
+    let huge = format!("seq 000051 {}\n", "y".repeat(5000));
+    append(&s.log("app.log"), &(seq_lines(1, 50) + &huge));
+    let g = Guard::spawn(&mut logship_to(
+        &s,
+        &rx.url("http", "/"),
+        &[
+            "--batch-max-lines",
+            "100",
+            "--dead-letter-file",
+            dead.to_str().expect("utf-8"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ],
+    ));
+    let m = eventually("51 lines acknowledged", LIMIT, || {
+        let m = metrics(admin);
+        (sample(&m, "logship_shipped_lines_total", &[]) >= 51.0).then_some(m)
+    });
+    let counts = seq_counts(&accepted(&rx.requests(), ndjson_messages));
+    assert_eq!(counts.len(), 50, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    assert!(!counts.contains_key(&51));
+    assert_eq!(
+        sample(&m, "logship_sink_events_rejected_total", &[]),
+        1.0,
+        "{m}"
+    );
+    assert!(
+        sample(
+            &m,
+            "logship_sink_failures_total",
+            &["reason=\"status_413_split\""]
+        ) >= 3.0,
+        "{m}"
+    );
+    let dead = std::fs::read_to_string(&dead).expect("dead letters");
+    assert_eq!(dead.lines().count(), 1);
+    assert!(
+        dead.contains("seq 000051 yyy") && dead.contains("\"status\":413"),
+        "{dead}"
+    );
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
+}
+
+/// 401 and 403 are retried, not dropped: a token rotated on the receiver a moment before the
+/// token file is updated, or an Elasticsearch index blocked for a full disk, loses nothing.
+#[test]
+fn unauthorized_and_forbidden_are_retried_until_taken() {
+    let s = Scene::new();
+    let admin = free_port();
+    let rx = Receiver::start(|_| Reply::status(200));
+    rx.script([
+        Reply::status(401).body("invalid token"),
+        Reply::status(403).body("cluster_block_exception"),
+    ]);
+    append(&s.log("app.log"), &seq_lines(1, 20));
+    let g = Guard::spawn(&mut logship_to(
+        &s,
+        &rx.url("http", "/"),
+        &["--admin", &format!("127.0.0.1:{admin}")],
+    ));
+    let m = eventually("20 lines acknowledged", LIMIT, || {
+        let m = metrics(admin);
+        (sample(&m, "logship_shipped_lines_total", &[]) >= 20.0).then_some(m)
+    });
+    let counts = seq_counts(&accepted(&rx.requests(), ndjson_messages));
+    assert_eq!(counts.len(), 20, "{counts:?}");
+    assert_eq!(
+        sample(&m, "logship_sink_events_rejected_total", &[]),
+        0.0,
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "logship_sink_failures_total",
+            &["reason=\"status_401_403\""]
+        ),
+        2.0,
+        "{m}"
+    );
+    assert!(
+        s.stderr().contains("answered 401; check the credentials"),
+        "{}",
+        s.stderr()
+    );
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
+}
+
 #[test]
 fn loki_push_groups_by_label_set_with_the_tenant_header() {
     let s = Scene::new();

@@ -76,7 +76,7 @@ pub enum Failure {
     Connect(String),
     /// No complete answer within `--request-timeout`.
     Timeout,
-    /// An answer with a status worth retrying (408, 429, 5xx but 501 and 505).
+    /// An answer with a status worth retrying (401, 403, 408, 429, 5xx but 501 and 505).
     Status(u16, Option<Duration>),
     /// A redirect (to the location given): the sink's URL is not the endpoint. Retried, and
     /// logged, so that fixing the URL loses nothing.
@@ -92,6 +92,7 @@ impl Failure {
             Failure::Timeout => "timeout",
             Failure::Status(429, _) => "status_429",
             Failure::Status(408, _) => "status_408",
+            Failure::Status(401 | 403, _) => "status_401_403",
             Failure::Status(_, _) => "status_5xx",
             Failure::Redirect(_, _) => "redirect",
             Failure::BadAnswer(_) => "bad_answer",
@@ -104,6 +105,10 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Connect(e) => write!(f, "connection failed: {e}"),
             Failure::Timeout => write!(f, "no answer within --request-timeout"),
+            Failure::Status(s @ (401 | 403), _) => write!(
+                f,
+                "answered {s}; check the credentials (--bearer-token-file, --basic-auth-file) and the receiver's permissions"
+            ),
             Failure::Status(s, _) => write!(f, "answered {s}"),
             Failure::Redirect(s, to) => write!(
                 f,
@@ -115,9 +120,13 @@ impl std::fmt::Display for Failure {
 }
 
 /// Whether an HTTP status means "try again later" (RFC 9110 section 15: 408 and 429 ask for it;
-/// 5xx are the server's trouble, except 501 and 505, which will not change on a retry).
+/// 5xx are the server's trouble, except 501 and 505, which will not change on a retry). 401 and
+/// 403 are retried too: credentials are rotated (a token file updated a moment after the
+/// receiver's), and Elasticsearch answers 403 while an index is blocked for a full disk; what
+/// a fix of the credentials or the disk would ship is kept in the files meanwhile, not dropped.
 pub fn retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 429) || (500..=599).contains(&status) && !matches!(status, 501 | 505)
+    matches!(status, 401 | 403 | 408 | 429)
+        || (500..=599).contains(&status) && !matches!(status, 501 | 505)
 }
 
 /// The longest Retry-After honoured; a larger value is cut to this.
@@ -575,10 +584,10 @@ mod tests {
 
     #[test]
     fn which_statuses_are_retried() {
-        for s in [408, 429, 500, 502, 503, 504] {
+        for s in [401, 403, 408, 429, 500, 502, 503, 504] {
             assert!(retryable_status(s), "{s}");
         }
-        for s in [400, 401, 403, 404, 413, 501, 505] {
+        for s in [400, 404, 413, 501, 505] {
             assert!(!retryable_status(s), "{s}");
         }
     }

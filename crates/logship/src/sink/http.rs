@@ -261,6 +261,22 @@ impl Shared {
         }
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         self.stats.in_flight(1);
+        self.deliver_events(batch).await;
+        self.stats.in_flight(-1);
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Sends `batch` until every event is taken or refused for good. A batch the receiver
+    /// finds too large (413) is sent again as two halves, one after the other, each halved
+    /// again if need be; only a single event too large is refused.
+    fn deliver_events<'a>(
+        self: &'a Arc<Self>,
+        batch: &'a Batch,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.send_until_done(batch))
+    }
+
+    async fn send_until_done(self: &Arc<Self>, batch: &Batch) {
         // Encoding and compression run here, on the runtime's workers (a few milliseconds a
         // batch), not on the blocking pool: its many threads would each keep a malloc arena of
         // freed batch buffers, which showed as RSS several times the in-flight bound.
@@ -321,6 +337,22 @@ impl Shared {
                         .unwrap_or("nowhere")
                         .to_string(),
                 ),
+                Ok(answer)
+                    if answer.status == ::http::StatusCode::PAYLOAD_TOO_LARGE
+                        && payload.events > 1 =>
+                {
+                    self.stats.set_up(true);
+                    self.stats.failed("status_413_split");
+                    let indices = payload.event_indices(batch);
+                    let (first, second) = indices.split_at(indices.len() / 2);
+                    tracing::warn!(sink = %self.stats.name, events = indices.len(),
+                        "sink {}: the receiver found {} events too large (413); sending them in two halves (lower --batch-max-bytes or --batch-max-lines to avoid this)",
+                        self.stats.name, indices.len());
+                    let (first, second) = (batch.select(first), batch.select(second));
+                    self.deliver_events(&first).await;
+                    self.deliver_events(&second).await;
+                    break;
+                }
                 Ok(answer) if self.protocol.retryable(answer.status.as_u16()) => Failure::Status(
                     answer.status.as_u16(),
                     answer
@@ -348,8 +380,6 @@ impl Shared {
             self.stats.retried();
             tokio::time::sleep(delay).await;
         }
-        self.stats.in_flight(-1);
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The body as sent, and its size on the wire.
