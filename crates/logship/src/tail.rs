@@ -585,6 +585,9 @@ impl Tailer {
         let now = Instant::now();
         // Keyed by device and inode: truncation and promotion reorder and renumber the files.
         let keys: Vec<DevIno> = self.files.iter().map(|t| t.dev_ino).collect();
+        // Per path: a file rotated away keeps its path as its label while it is read to its
+        // end, beside the new file at that path; the lag reported is theirs together.
+        let mut lags: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
         for key in keys {
             let Some(mut i) = self.index_of(key) else {
                 continue;
@@ -614,13 +617,18 @@ impl Tailer {
                     t.gone_since = Some(now);
                 }
             }
-            self.metrics.lag(&t.label, self.positions.lag(t.id, size));
+            *lags.entry(Arc::clone(&t.label)).or_default() += self.positions.lag(t.id, size);
             let finished = t
                 .gone_since
                 .is_some_and(|since| now.duration_since(since) >= self.s.rotate_wait)
                 && t.offset >= size;
             if finished {
                 self.let_go(i);
+            }
+        }
+        for (label, lag) in lags {
+            if self.files.iter().any(|t| t.label == label) {
+                self.metrics.lag(&label, lag);
             }
         }
         self.standby.retain(|s| s.path.exists());
@@ -721,7 +729,10 @@ impl Tailer {
         tracing::info!(file = %t.path.display(), offset = t.offset, "done with {} (read to its end)", t.path.display());
         self.positions.release(t.id, t.emitted);
         self.remember(t.head, t.offset, t.id);
-        self.metrics.forget(&t.label);
+        // The new file at the same path (after a rename rotation) keeps the series.
+        if !self.files.iter().any(|other| other.label == t.label) {
+            self.metrics.forget(&t.label);
+        }
         self.promote_standby(t.head, t.offset, t.id);
     }
 }

@@ -504,6 +504,43 @@ fn sigterm_drains_everything_written_including_an_unfinished_last_line() {
     assert!(cp.contains(&format!("\"offset\":{end}")), "{cp}");
 }
 
+/// A file renamed away keeps its path as its label while it is read to its end, beside the
+/// new file at that path: letting the old one go must not drop the path's series that the new
+/// one goes on counting.
+#[test]
+fn per_file_metrics_survive_a_rename_rotation() {
+    let s = Scene::new();
+    let admin = free_port();
+    let log = s.log("app.log");
+    append(&log, "one\ntwo\n");
+    let g = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+    ]));
+    s.wait_for("the first lines", |l| l.len() >= 2);
+    std::fs::rename(&log, s.log("app.log.1")).expect("rotate");
+    append(&log, "three\n");
+    s.wait_for("the new file's line", |l| l.len() >= 3);
+    // --rotate-wait is 300ms: the rotated file is let go after it.
+    let series = format!("logship_read_lines_total{{file=\"{}\"}}", log.display());
+    let mut seen = Vec::new();
+    for _ in 0..15 {
+        std::thread::sleep(Duration::from_millis(100));
+        let m = http_get(admin, "/metrics").unwrap_or_default();
+        seen.push(m.lines().any(|l| l.starts_with(&series)));
+    }
+    assert!(
+        s.stderr().contains("done with"),
+        "the rotated file was not let go: {}",
+        s.stderr()
+    );
+    assert!(seen.iter().all(|s| *s), "{series} went missing: {seen:?}");
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
+}
+
 #[test]
 fn exit_on_file_reads_everything_then_exits_0() {
     let s = Scene::new();
