@@ -157,7 +157,7 @@ pub fn tail(text: &str, lines: usize) -> String {
 }
 
 /// Whether `program --version` runs: the cheap "is it installed" check.
-pub fn available(program: &str) -> bool {
+pub fn available(program: impl AsRef<std::ffi::OsStr>) -> bool {
     Command::new(program)
         .arg("--version")
         .stdin(Stdio::null())

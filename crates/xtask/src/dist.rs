@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::cmd::{self, human_size};
 use crate::elf;
 use crate::error::{Error, Result};
+use crate::pgo;
 
 /// The binaries we ship, one image each, with the cargo profile each is built with. Each is
 /// the binary of the package of the same name, and has a build target of the same name in the
@@ -31,6 +32,8 @@ pub struct DistBinary {
     pub name: &'static str,
     pub path: PathBuf,
     pub size: u64,
+    /// How it was built, when that is worth saying (podproxy: profile-guided or not, and why).
+    pub build: Option<String>,
 }
 
 /// The glibc target for this machine's architecture. glibc rather than musl
@@ -63,6 +66,9 @@ fn cargo_target_dir() -> PathBuf {
 pub fn dist() -> Result<Vec<DistBinary>> {
     let triple = target_triple();
     let rustflags = static_rustflags();
+    // podproxy is built profile-guided when this machine can train it (see crate::pgo).
+    let pgo_tools = pgo::tools();
+    let guided = |name: &str| name == "podproxy" && pgo_tools.is_ok();
     let mut profiles: Vec<&str> = BINARIES.iter().map(|(_, p)| *p).collect();
     profiles.sort_unstable();
     profiles.dedup();
@@ -71,9 +77,12 @@ pub fn dist() -> Result<Vec<DistBinary>> {
         build.args(["build", "--profile", profile, "--target", &triple, "--bins"]);
         let names: Vec<&str> = BINARIES
             .iter()
-            .filter(|(_, p)| *p == profile)
+            .filter(|(n, p)| *p == profile && !guided(n))
             .map(|(n, _)| *n)
             .collect();
+        if names.is_empty() {
+            continue;
+        }
         for bin in &names {
             build.args(["-p", bin]);
         }
@@ -94,9 +103,38 @@ pub fn dist() -> Result<Vec<DistBinary>> {
     fs::create_dir_all(&dist)
         .map_err(|e| Error::new(format!("cannot create {}: {e}", dist.display())))?;
 
+    let podproxy = match &pgo_tools {
+        Ok(tools) => {
+            let demo_app = binary_path(&triple, "demo-app")?;
+            let (binary, profile) =
+                pgo::build_podproxy(tools, &cargo_target_dir(), &triple, &rustflags, &demo_app)?;
+            Some((binary, profile))
+        }
+        Err(why) => {
+            println!("podproxy: plain release build, not profile-guided: {why}");
+            None
+        }
+    };
+
     let mut built = Vec::new();
     for &(name, profile) in BINARIES {
-        let from = cargo_target_dir().join(&triple).join(profile).join(name);
+        let (from, build) = match (name, &podproxy) {
+            ("podproxy", Some((binary, pgo_profile))) => (
+                binary.clone(),
+                Some(format!("profile-guided ({})", pgo_profile.display())),
+            ),
+            ("podproxy", _) => (
+                cargo_target_dir().join(&triple).join(profile).join(name),
+                Some(format!(
+                    "not profile-guided: {}",
+                    pgo_tools.as_ref().err().map_or("", String::as_str)
+                )),
+            ),
+            _ => (
+                cargo_target_dir().join(&triple).join(profile).join(name),
+                None,
+            ),
+        };
         let to = dist.join(name);
         copy(&from, &to)?;
         if let Some(loader) = elf::interpreter(&to)? {
@@ -115,19 +153,34 @@ pub fn dist() -> Result<Vec<DistBinary>> {
             name,
             path: to,
             size,
+            build,
         });
     }
 
     println!("\nstatic binaries:");
     for b in &built {
         println!(
-            "  {:<10} {:>10}  static  {}",
+            "  {:<10} {:>10}  static  {}{}",
             b.name,
             human_size(b.size),
-            b.path.display()
+            b.path.display(),
+            b.build
+                .as_deref()
+                .map(|how| format!("  ({how})"))
+                .unwrap_or_default()
         );
     }
     Ok(built)
+}
+
+/// Where the plain build of shipped binary `name` is.
+fn binary_path(triple: &str, name: &str) -> Result<PathBuf> {
+    let profile = BINARIES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, p)| *p)
+        .ok_or_else(|| Error::new(format!("{name} is not a shipped binary")))?;
+    Ok(cargo_target_dir().join(triple).join(profile).join(name))
 }
 
 /// RUSTFLAGS with [`STATIC_RUSTFLAGS`] added. With --target, RUSTFLAGS reaches only the target

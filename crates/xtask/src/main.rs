@@ -10,6 +10,7 @@ mod error;
 mod images;
 mod kind;
 mod layers;
+mod pgo;
 mod podman;
 
 use std::process::ExitCode;
