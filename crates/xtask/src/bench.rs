@@ -784,12 +784,11 @@ pub fn bench_podproxy() -> Result<()> {
         require(path, package)?;
     }
     let binaries = dist::dist()?;
-    let podproxy = binaries
+    let shipped = binaries
         .iter()
         .find(|b| b.name == "podproxy")
-        .ok_or_else(|| Error::new("`cargo xtask dist` built no podproxy"))?
-        .path
-        .clone();
+        .ok_or_else(|| Error::new("`cargo xtask dist` built no podproxy"))?;
+    let (podproxy, podproxy_build) = (shipped.path.clone(), shipped.build.clone());
     let bare = dist::example("podproxy", "bare_hyper_proxy")?;
     let work = crate::cmd::workspace_root()
         .join("target")
@@ -975,8 +974,12 @@ pub fn bench_podproxy() -> Result<()> {
     let ours = &results[1];
     let theirs = &results[2];
     let verdict = |met: bool| if met { "met" } else { "MISSED" };
+    // What was measured is what `dist` ships: say which build that was.
+    if let Some(build) = &podproxy_build {
+        println!("\npodproxy as `cargo xtask dist` built it: {build}");
+    }
     println!(
-        "\nfloors, podproxy against nginx (keepalive), round by round: {}; RSS {} (<= 16 MiB: {})",
+        "floors, podproxy against nginx (keepalive), round by round: {}; RSS {} (<= 16 MiB: {})",
         against_nginx.verdict(),
         ours.peak_rss_kib
             .map(|k| human_size(k * 1024))
