@@ -7,9 +7,13 @@
 //!    loopback, weighted as a sidecar's traffic is: mostly HTTP/1.1 keep-alive (wrk) to an
 //!    HTTP/1.1 upstream, with the access log off and on; then HTTP/2 prior knowledge (h2load),
 //!    an h2c upstream, request bodies, 404s, the admin server, JSON and combined access logs,
-//!    and TLS: HTTP/1.1 (wrk) and HTTP/2 by ALPN (h2load). Every protocol podproxy serves in
-//!    volume is trained, so none is laid out as cold code; the WebSocket tunnel (a byte copy)
-//!    is the one path not trained.
+//!    and TLS: HTTP/1.1 (wrk) and HTTP/2 by ALPN (h2load). The HTTP phases run podproxy on one
+//!    CPU (taskset), where it uses tokio's current-thread scheduler as a sidecar limited to one
+//!    CPU does, the TLS phase on all CPUs (the multi-thread scheduler). Every protocol and
+//!    scheduler podproxy runs in volume is trained, so none is laid out as cold code; the
+//!    WebSocket tunnel (a byte copy) is the one path not trained. A training step that fails
+//!    (a process that does not start, wrk or h2load errors, answers other than 2xx/3xx where
+//!    they are expected) fails `dist`, naming the step.
 //! 3. The counts are merged by `llvm-profdata` into `target/pgo/podproxy-<key>.profdata`, keyed
 //!    by the instrumented binary's contents and this file's (the training): the same sources
 //!    train once, so a second `dist` rebuilds nothing; changed sources or training train again,
@@ -17,7 +21,7 @@
 //!    profile is committed, so none goes stale.
 //! 4. podproxy is built with `-Cprofile-use` (in `target/pgo/use`).
 //!
-//! Without the tools (llvm-profdata, wrk, h2load, openssl) podproxy is built plain, and `dist`
+//! Without the tools (llvm-profdata, wrk, h2load, openssl, taskset) podproxy is built plain, and `dist`
 //! and the bench say so; `PODKIT_PGO=off` asks for the plain build. rustc's docs on PGO:
 //! <https://doc.rust-lang.org/rustc/profile-guided-optimization.html>.
 
@@ -50,6 +54,7 @@ pub fn tools() -> std::result::Result<Tools, String> {
         ("wrk", "wrk"),
         ("h2load", "nghttp2-client"),
         ("openssl", "openssl"),
+        ("taskset", "util-linux"),
     ] {
         if !on_path(tool) {
             return Err(format!(
@@ -61,14 +66,28 @@ pub fn tools() -> std::result::Result<Tools, String> {
 }
 
 /// llvm-profdata: rustup's llvm-tools first (the compiler's own LLVM), then Debian's
-/// versioned ones, newest first (an older one reads the newer raw format as long as the
-/// format's version is one it knows; a mismatch fails the merge, loudly).
+/// versioned ones: the compiler's LLVM version, then older ones, newest first (an older one
+/// reads the compiler's raw counts as long as their format version is one it knows, and
+/// writes an indexed profile the compiler reads; a newer one may write a format the compiler
+/// cannot read), then newer ones. A mismatch fails the merge or the build, loudly.
 fn find_profdata() -> Option<PathBuf> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
         .ok()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    // "LLVM version: 22.1.2"
+    let llvm: u32 = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("LLVM version: ").map(str::to_string))
+        })
+        .and_then(|v| v.split('.').next().and_then(|m| m.parse().ok()))
+        .unwrap_or(19);
     let mut candidates = Vec::new();
     if let Some(sysroot) = sysroot.filter(|s| !s.is_empty()) {
         candidates.push(
@@ -78,7 +97,7 @@ fn find_profdata() -> Option<PathBuf> {
                 .join("bin/llvm-profdata"),
         );
     }
-    for version in (17..=24).rev() {
+    for version in (14..=llvm).rev().chain(llvm + 1..=llvm + 4) {
         candidates.push(PathBuf::from(format!("llvm-profdata-{version}")));
     }
     candidates.push(PathBuf::from("llvm-profdata"));
@@ -113,7 +132,8 @@ pub fn build_podproxy(
     cargo_build(
         &gen_dir,
         triple,
-        &format!("{rustflags} -Cprofile-generate={}", raw.display()),
+        rustflags,
+        &format!("-Cprofile-generate={}", raw.display()),
     )?;
     let instrumented = gen_dir.join(triple).join("release").join("podproxy");
     let key = file_key(&instrumented)?;
@@ -144,7 +164,8 @@ pub fn build_podproxy(
     cargo_build(
         &use_dir,
         triple,
-        &format!("{rustflags} -Cprofile-use={}", profile.display()),
+        rustflags,
+        &format!("-Cprofile-use={}", profile.display()),
     )?;
     Ok((
         use_dir.join(triple).join("release").join("podproxy"),
@@ -152,7 +173,13 @@ pub fn build_podproxy(
     ))
 }
 
-fn cargo_build(target_dir: &Path, triple: &str, rustflags: &str) -> Result<()> {
+/// Builds podproxy into `target_dir` with the static `rustflags` and `pgo_flag`, passed as
+/// CARGO_ENCODED_RUSTFLAGS (one flag per field), so that a path with a space stays one flag.
+fn cargo_build(target_dir: &Path, triple: &str, rustflags: &str, pgo_flag: &str) -> Result<()> {
+    let flags: Vec<&str> = rustflags
+        .split_whitespace()
+        .chain(std::iter::once(pgo_flag))
+        .collect();
     let mut build = cmd::cargo();
     build
         .args([
@@ -166,8 +193,8 @@ fn cargo_build(target_dir: &Path, triple: &str, rustflags: &str) -> Result<()> {
             "podproxy",
         ])
         .env("CARGO_TARGET_DIR", target_dir)
-        .env("RUSTFLAGS", rustflags)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\u{1f}"))
+        .env_remove("RUSTFLAGS");
     cmd::run(
         &mut build,
         "read the compiler errors above; `PODKIT_PGO=off cargo xtask dist` builds podproxy \
@@ -234,16 +261,30 @@ fn terminate(child: &mut Child) -> Result<()> {
     )))
 }
 
-fn spawn(what: &'static str, cmd: &mut Command, port: u16) -> Result<Running> {
+/// Starts `cmd` (its stderr into `log`) and waits until it listens on `port`; an error if it
+/// exits first (quoting its stderr) or does not listen within 10 s.
+fn spawn(what: &'static str, cmd: &mut Command, port: u16, log: &Path) -> Result<Running> {
+    let stderr = fs::File::create(log).map_err(|e| io_error(log, e))?;
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .map_err(|e| Error::new(format!("podproxy PGO: cannot start {what}: {e}")))?;
-    let running = Running(child, what);
+    let mut running = Running(child, what);
     let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    loop {
+        // Exited (a bad flag, a port taken meanwhile): whatever listens there is not ours.
+        if let Ok(Some(status)) = running.0.try_wait() {
+            let said = fs::read_to_string(log).unwrap_or_default();
+            return Err(Error::new(format!(
+                "podproxy PGO: {what} exited ({status}) before listening on 127.0.0.1:{port}: {}",
+                cmd::tail(said.trim(), 5)
+            )));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(running);
+        }
         if start.elapsed() > Duration::from_secs(10) {
             return Err(Error::new(format!(
                 "podproxy PGO: {} does not listen on 127.0.0.1:{port} after 10s",
@@ -252,14 +293,22 @@ fn spawn(what: &'static str, cmd: &mut Command, port: u16) -> Result<Running> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(running)
 }
 
-fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| Error::new(format!("podproxy PGO: no free loopback port: {e}")))
+/// `N` distinct free loopback ports (each held until all are chosen).
+fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let mut held = Vec::with_capacity(N);
+    let mut ports = [0u16; N];
+    for port in &mut ports {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| Error::new(format!("podproxy PGO: no free loopback port: {e}")))?;
+        *port = listener
+            .local_addr()
+            .map_err(|e| Error::new(format!("podproxy PGO: no free loopback port: {e}")))?
+            .port();
+        held.push(listener);
+    }
+    Ok(ports)
 }
 
 /// Runs the training workload through `podproxy` (instrumented), leaving counts in `raw`.
@@ -290,18 +339,28 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
     )
     .map_err(|e| io_error(&post, e))?;
 
-    let backend_port = free_port()?;
-    let _backend = spawn(
+    let [backend_port] = free_ports()?;
+    let backend = spawn(
         "demo-app backend",
         Command::new(demo_app)
             .args(["backend", "--listen"])
             .arg(format!("127.0.0.1:{backend_port}")),
         backend_port,
+        &dir.join("demo-app.stderr"),
     )?;
     let upstream = format!("http://127.0.0.1:{backend_port}");
     let profile_file = raw.join("podproxy-%p.profraw");
-    let podproxy_cmd = |port: u16, admin: u16, extra: &[&str]| {
-        let mut c = Command::new(podproxy);
+    // `one_cpu`: pinned to one CPU, podproxy runs tokio's current-thread scheduler (a
+    // sidecar's usual lot, and the bench's); unpinned on this machine, the multi-thread one.
+    // Both are trained.
+    let podproxy_cmd = |port: u16, admin: u16, one_cpu: bool, extra: &[&str]| {
+        let mut c = if one_cpu {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "0"]).arg(podproxy);
+            c
+        } else {
+            Command::new(podproxy)
+        };
         c.env("LLVM_PROFILE_FILE", &profile_file)
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -319,24 +378,26 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
     // The weights follow a sidecar's traffic: most requests HTTP/1.1 keep-alive to an
     // HTTP/1.1 app, with and without an access log; then HTTP/2, the h2c upstream, bodies,
     // answers the app refuses, the admin server, and TLS.
-    let (port, admin) = (free_port()?, free_port()?);
+    let [port, admin] = free_ports()?;
     let proxy = spawn(
         "podproxy (instrumented)",
-        &mut podproxy_cmd(port, admin, &["--access-log", "off"]),
+        &mut podproxy_cmd(port, admin, true, &["--access-log", "off"]),
         port,
+        &dir.join("podproxy-1.stderr"),
     )?;
     let base = format!("http://127.0.0.1:{port}");
-    wrk(&["-c50", "-d4s"], &format!("{base}/api/items"), None)?;
+    wrk(&["-c50", "-d4s"], &format!("{base}/api/items"), None, true)?;
     h2load(&format!("{base}/api/hello?name=pgo"), 1)?;
     proxy.stop()?;
 
-    let (port, admin) = (free_port()?, free_port()?);
+    let [port, admin] = free_ports()?;
     let log = dir.join("access.log");
     let proxy = spawn(
         "podproxy (instrumented, JSON access log)",
         &mut podproxy_cmd(
             port,
             admin,
+            true,
             &[
                 "--access-log",
                 &log.to_string_lossy(),
@@ -345,28 +406,46 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
             ],
         ),
         port,
+        &dir.join("podproxy-2.stderr"),
     )?;
     let base = format!("http://127.0.0.1:{port}");
-    wrk(&["-c50", "-d3s"], &format!("{base}/api/items"), None)?;
-    wrk(&["-c10", "-d1s"], &format!("{base}/h2c/api/items"), None)?;
-    wrk(&["-c10", "-d1s"], &format!("{base}/api/items"), Some(&post))?;
-    wrk(&["-c5", "-d1s"], &format!("{base}/no/such/page?q=1"), None)?;
+    wrk(&["-c50", "-d3s"], &format!("{base}/api/items"), None, true)?;
+    wrk(
+        &["-c10", "-d1s"],
+        &format!("{base}/h2c/api/items"),
+        None,
+        true,
+    )?;
+    wrk(
+        &["-c10", "-d1s"],
+        &format!("{base}/api/items"),
+        Some(&post),
+        true,
+    )?;
+    wrk(
+        &["-c5", "-d1s"],
+        &format!("{base}/no/such/page?q=1"),
+        None,
+        false,
+    )?;
     wrk(
         &["-c2", "-d1s"],
         &format!("http://127.0.0.1:{admin}/metrics"),
         None,
+        true,
     )?;
     h2load(&format!("{base}/api/hello?name=pgo"), 1)?;
     proxy.stop()?;
 
     // TLS: HTTP/1.1 (wrk offers no ALPN) and HTTP/2 by ALPN.
-    let (port, admin) = (free_port()?, free_port()?);
+    let [port, admin] = free_ports()?;
     let log = dir.join("access-tls.log");
     let proxy = spawn(
-        "podproxy (instrumented, TLS)",
+        "podproxy (instrumented, TLS, all CPUs)",
         &mut podproxy_cmd(
             port,
             admin,
+            false,
             &[
                 "--tls-cert",
                 &cert.to_string_lossy(),
@@ -379,18 +458,22 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
             ],
         ),
         port,
+        &dir.join("podproxy-3.stderr"),
     )?;
     let base = format!("https://127.0.0.1:{port}");
-    wrk(&["-c20", "-d2s"], &format!("{base}/api/items"), None)?;
+    wrk(&["-c20", "-d2s"], &format!("{base}/api/items"), None, true)?;
     h2load(&format!("{base}/api/items"), 1)?;
     proxy.stop()?;
+    backend.stop()?;
     // The access logs are hundreds of megabytes, and of no further use.
     let _ = fs::remove_dir_all(dir);
     Ok(())
 }
 
-/// wrk on one thread; an error unless it completed requests without socket errors.
-fn wrk(args: &[&str], url: &str, script: Option<&Path>) -> Result<()> {
+/// wrk on one thread; an error unless it completed requests without socket errors (and, with
+/// `all_ok`, every answer was 2xx or 3xx: training on error answers would lay out the wrong
+/// code as hot).
+fn wrk(args: &[&str], url: &str, script: Option<&Path>, all_ok: bool) -> Result<()> {
     let mut c = Command::new("wrk");
     c.arg("-t1").args(args);
     if let Some(script) = script {
@@ -408,7 +491,10 @@ fn wrk(args: &[&str], url: &str, script: Option<&Path>) -> Result<()> {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    if requests == 0 || out.contains("Socket errors: connect") {
+    if requests == 0
+        || out.contains("Socket errors: connect")
+        || (all_ok && out.contains("Non-2xx or 3xx responses"))
+    {
         return Err(Error::new(format!(
             "podproxy PGO: training with `wrk {} {url}` failed:\n{}",
             args.join(" "),
@@ -419,7 +505,8 @@ fn wrk(args: &[&str], url: &str, script: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// h2load for `seconds`: 10 connections, 10 streams each; an error unless most succeeded.
+/// h2load for `seconds`: 10 connections, 10 streams each; an error unless nine in ten of the
+/// requests done succeeded (those still open when the time is up may count as failed).
 fn h2load(url: &str, seconds: u32) -> Result<()> {
     let out = cmd::output(
         Command::new("h2load")
@@ -430,17 +517,19 @@ fn h2load(url: &str, seconds: u32) -> Result<()> {
         "h2load failed; see its stderr",
     )?;
     // "requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, ..."
-    let succeeded: u64 = out
+    let line = out
         .lines()
-        .find(|l| l.starts_with("requests:"))
-        .and_then(|l| {
-            l.split(',')
-                .find(|p| p.trim().ends_with("succeeded"))
-                .and_then(|p| p.split_whitespace().next())
-                .and_then(|n| n.parse().ok())
-        })
-        .unwrap_or(0);
-    if succeeded == 0 {
+        .find_map(|l| l.strip_prefix("requests:"))
+        .unwrap_or_default();
+    let count = |what: &str| -> u64 {
+        line.split(',')
+            .find(|p| p.trim().ends_with(what))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let (done, succeeded) = (count("done"), count("succeeded"));
+    if succeeded == 0 || succeeded * 10 < done * 9 {
         return Err(Error::new(format!(
             "podproxy PGO: training with `h2load {url}` failed:\n{}",
             out.trim()
