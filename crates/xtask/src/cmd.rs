@@ -20,12 +20,33 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// `cargo`, the one that runs us when we were started by `cargo xtask`.
+/// `cargo`, the one that runs us when we were started by `cargo xtask`. It runs in the
+/// workspace root, so a relative `CARGO_TARGET_DIR` (which cargo reads against its working
+/// directory, where `cargo xtask` was typed) is passed on made absolute: the builds land where
+/// xtask then looks for them.
 pub fn cargo() -> Command {
     let program = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(program);
     cmd.current_dir(workspace_root());
+    if let Some(dir) = target_dir_from_env() {
+        cmd.env("CARGO_TARGET_DIR", dir);
+    }
     cmd
+}
+
+/// `$CARGO_TARGET_DIR` made absolute against the current directory, if it is set.
+pub fn target_dir_from_env() -> Option<PathBuf> {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    absolute_target_dir(std::env::var_os("CARGO_TARGET_DIR"), &cwd)
+}
+
+fn absolute_target_dir(value: Option<std::ffi::OsString>, cwd: &Path) -> Option<PathBuf> {
+    let dir = PathBuf::from(value.filter(|v| !v.is_empty())?);
+    Some(if dir.is_absolute() {
+        dir
+    } else {
+        cwd.join(dir)
+    })
 }
 
 /// The command line as a person would type it (environment overrides first).
@@ -47,6 +68,22 @@ fn quote(s: &str) -> String {
             .all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c))
     {
         s.to_string()
+    } else if s.chars().any(char::is_control) {
+        // Bash's $'...', so that a control character (CARGO_ENCODED_RUSTFLAGS separates its
+        // flags with 0x1f) shows, and the line still pastes.
+        let mut out = String::from("$'");
+        for c in s.chars() {
+            match c {
+                '\\' | '\'' => {
+                    out.push('\\');
+                    out.push(c);
+                }
+                c if c.is_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+                c => out.push(c),
+            }
+        }
+        out.push('\'');
+        out
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
@@ -181,5 +218,33 @@ pub fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     } else {
         format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_target_dir_is_made_absolute_against_the_working_directory() {
+        let cwd = Path::new("/work/repo/crates/podproxy");
+        assert_eq!(
+            absolute_target_dir(Some("build".into()), cwd),
+            Some(PathBuf::from("/work/repo/crates/podproxy/build"))
+        );
+        assert_eq!(
+            absolute_target_dir(Some("/tmp/t".into()), cwd),
+            Some(PathBuf::from("/tmp/t"))
+        );
+        assert_eq!(absolute_target_dir(Some("".into()), cwd), None);
+        assert_eq!(absolute_target_dir(None, cwd), None);
+    }
+
+    #[test]
+    fn control_characters_are_shown_as_bash_escapes() {
+        assert_eq!(quote("-Ca\u{1f}-Cb"), "$'-Ca\\x1f-Cb'");
+        assert_eq!(quote("it's\u{1f}"), "$'it\\'s\\x1f'");
+        assert_eq!(quote("plain-flag"), "plain-flag");
+        assert_eq!(quote("two words"), "'two words'");
     }
 }

@@ -48,19 +48,10 @@ pub fn dist_dir() -> PathBuf {
 }
 
 /// Where cargo puts its output: `$CARGO_TARGET_DIR` (relative to the current
-/// directory, as cargo reads it) or `<root>/target`.
+/// directory, as cargo reads it; [`cmd::cargo`] passes it on made absolute, since the cargo
+/// it starts runs in the workspace root) or `<root>/target`.
 fn cargo_target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                std::env::current_dir().unwrap_or_default().join(dir)
-            }
-        }
-        _ => cmd::workspace_root().join("target"),
-    }
+    cmd::target_dir_from_env().unwrap_or_else(|| cmd::workspace_root().join("target"))
 }
 
 pub fn dist() -> Result<Vec<DistBinary>> {
