@@ -97,9 +97,13 @@ pub fn dist() -> Result<Vec<DistBinary>> {
     let podproxy = match &pgo_tools {
         Ok(tools) => {
             let demo_app = binary_path(&triple, "demo-app")?;
-            let (binary, profile) =
-                pgo::build_podproxy(tools, &cargo_target_dir(), &triple, &rustflags, &demo_app)?;
-            Some((binary, profile))
+            Some(pgo::build_podproxy(
+                tools,
+                &cargo_target_dir(),
+                &triple,
+                &rustflags,
+                &demo_app,
+            )?)
         }
         Err(why) => {
             println!("podproxy: plain release build, not profile-guided: {why}");

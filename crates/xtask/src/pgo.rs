@@ -217,12 +217,13 @@ fn key(binary: &[u8]) -> u64 {
     hasher.finish()
 }
 
-/// A process stopped with SIGTERM on drop (podproxy writes its counts as it exits).
+/// A process, and what it is, stopped with SIGTERM on drop (podproxy writes its counts as it
+/// exits).
 struct Running(Child, &'static str);
 
 impl Running {
     fn stop(mut self) -> Result<()> {
-        let result = terminate(&mut self.0);
+        let result = terminate(&mut self.0, self.1);
         std::mem::forget(self);
         result
     }
@@ -230,11 +231,11 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = terminate(&mut self.0);
+        let _ = terminate(&mut self.0, self.1);
     }
 }
 
-fn terminate(child: &mut Child) -> Result<()> {
+fn terminate(child: &mut Child, what: &str) -> Result<()> {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .stderr(Stdio::null())
@@ -246,8 +247,7 @@ fn terminate(child: &mut Child) -> Result<()> {
                 Ok(())
             } else {
                 Err(Error::new(format!(
-                    "podproxy PGO: the trained process {} ended {status} at SIGTERM",
-                    child.id()
+                    "podproxy PGO: {what} ended {status} at SIGTERM"
                 )))
             };
         }
@@ -256,8 +256,7 @@ fn terminate(child: &mut Child) -> Result<()> {
     let _ = child.kill();
     let _ = child.wait();
     Err(Error::new(format!(
-        "podproxy PGO: process {} did not stop within 30s of SIGTERM",
-        child.id()
+        "podproxy PGO: {what} did not stop within 30s of SIGTERM"
     )))
 }
 
@@ -287,8 +286,7 @@ fn spawn(what: &'static str, cmd: &mut Command, port: u16, log: &Path) -> Result
         }
         if start.elapsed() > Duration::from_secs(10) {
             return Err(Error::new(format!(
-                "podproxy PGO: {} does not listen on 127.0.0.1:{port} after 10s",
-                running.1
+                "podproxy PGO: {what} does not listen on 127.0.0.1:{port} after 10s"
             )));
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -350,10 +348,12 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
     )?;
     let upstream = format!("http://127.0.0.1:{backend_port}");
     let profile_file = raw.join("podproxy-%p.profraw");
-    // `one_cpu`: pinned to one CPU, podproxy runs tokio's current-thread scheduler (a
-    // sidecar's usual lot, and the bench's); unpinned on this machine, the multi-thread one.
-    // Both are trained.
-    let podproxy_cmd = |port: u16, admin: u16, one_cpu: bool, extra: &[&str]| {
+    // Starts the instrumented podproxy (its stderr into `<n>.stderr`): its listener's base URL
+    // and its admin port. `one_cpu`: pinned to one CPU, podproxy runs tokio's current-thread
+    // scheduler (a sidecar's usual lot, and the bench's); unpinned on this machine, the
+    // multi-thread one. Both are trained.
+    let trainee = |what: &'static str, one_cpu: bool, tls: bool, extra: &[&str]| {
+        let [port, admin] = free_ports()?;
         let mut c = if one_cpu {
             let mut c = Command::new("taskset");
             c.args(["-c", "0"]).arg(podproxy);
@@ -372,43 +372,36 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
             .arg(format!("/h2c={upstream},strip,h2c"))
             .args(["--drain-delay", "0", "--log-level", "warn"])
             .args(extra);
-        c
+        let running = spawn(
+            what,
+            &mut c,
+            port,
+            &dir.join(format!("podproxy-{port}.stderr")),
+        )?;
+        let scheme = if tls { "https" } else { "http" };
+        Ok::<_, Error>((running, format!("{scheme}://127.0.0.1:{port}"), admin))
     };
 
     // The weights follow a sidecar's traffic: most requests HTTP/1.1 keep-alive to an
     // HTTP/1.1 app, with and without an access log; then HTTP/2, the h2c upstream, bodies,
     // answers the app refuses, the admin server, and TLS.
-    let [port, admin] = free_ports()?;
-    let proxy = spawn(
+    let (proxy, base, _) = trainee(
         "podproxy (instrumented)",
-        &mut podproxy_cmd(port, admin, true, &["--access-log", "off"]),
-        port,
-        &dir.join("podproxy-1.stderr"),
+        true,
+        false,
+        &["--access-log", "off"],
     )?;
-    let base = format!("http://127.0.0.1:{port}");
     wrk(&["-c50", "-d4s"], &format!("{base}/api/items"), None, true)?;
     h2load(&format!("{base}/api/hello?name=pgo"), 1)?;
     proxy.stop()?;
 
-    let [port, admin] = free_ports()?;
-    let log = dir.join("access.log");
-    let proxy = spawn(
+    let log = dir.join("access.log").to_string_lossy().into_owned();
+    let (proxy, base, admin) = trainee(
         "podproxy (instrumented, JSON access log)",
-        &mut podproxy_cmd(
-            port,
-            admin,
-            true,
-            &[
-                "--access-log",
-                &log.to_string_lossy(),
-                "--access-log-format",
-                "json",
-            ],
-        ),
-        port,
-        &dir.join("podproxy-2.stderr"),
+        true,
+        false,
+        &["--access-log", &log, "--access-log-format", "json"],
     )?;
-    let base = format!("http://127.0.0.1:{port}");
     wrk(&["-c50", "-d3s"], &format!("{base}/api/items"), None, true)?;
     wrk(
         &["-c10", "-d1s"],
@@ -422,45 +415,31 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
         Some(&post),
         true,
     )?;
-    wrk(
-        &["-c5", "-d1s"],
-        &format!("{base}/no/such/page?q=1"),
-        None,
-        false,
-    )?;
-    wrk(
-        &["-c2", "-d1s"],
-        &format!("http://127.0.0.1:{admin}/metrics"),
-        None,
-        true,
-    )?;
+    let refused = format!("{base}/no/such/page?q=1");
+    wrk(&["-c5", "-d1s"], &refused, None, false)?;
+    let metrics = format!("http://127.0.0.1:{admin}/metrics");
+    wrk(&["-c2", "-d1s"], &metrics, None, true)?;
     h2load(&format!("{base}/api/hello?name=pgo"), 1)?;
     proxy.stop()?;
 
     // TLS: HTTP/1.1 (wrk offers no ALPN) and HTTP/2 by ALPN.
-    let [port, admin] = free_ports()?;
-    let log = dir.join("access-tls.log");
-    let proxy = spawn(
+    let log = dir.join("access-tls.log").to_string_lossy().into_owned();
+    let (cert, key) = (cert.to_string_lossy(), key.to_string_lossy());
+    let (proxy, base, _) = trainee(
         "podproxy (instrumented, TLS, all CPUs)",
-        &mut podproxy_cmd(
-            port,
-            admin,
-            false,
-            &[
-                "--tls-cert",
-                &cert.to_string_lossy(),
-                "--tls-key",
-                &key.to_string_lossy(),
-                "--access-log",
-                &log.to_string_lossy(),
-                "--access-log-format",
-                "combined",
-            ],
-        ),
-        port,
-        &dir.join("podproxy-3.stderr"),
+        false,
+        true,
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--access-log",
+            &log,
+            "--access-log-format",
+            "combined",
+        ],
     )?;
-    let base = format!("https://127.0.0.1:{port}");
     wrk(&["-c20", "-d2s"], &format!("{base}/api/items"), None, true)?;
     h2load(&format!("{base}/api/items"), 1)?;
     proxy.stop()?;
@@ -470,9 +449,7 @@ fn train(podproxy: &Path, demo_app: &Path, dir: &Path, raw: &Path) -> Result<()>
     Ok(())
 }
 
-/// wrk on one thread; an error unless it completed requests without socket errors (and, with
-/// `all_ok`, every answer was 2xx or 3xx: training on error answers would lay out the wrong
-/// code as hot).
+/// wrk on one thread; an error unless [`wrk_succeeded`].
 fn wrk(args: &[&str], url: &str, script: Option<&Path>, all_ok: bool) -> Result<()> {
     let mut c = Command::new("wrk");
     c.arg("-t1").args(args);
@@ -485,28 +462,34 @@ fn wrk(args: &[&str], url: &str, script: Option<&Path>, all_ok: bool) -> Result<
         Duration::from_secs(60),
         "wrk failed; see its stderr",
     )?;
+    if wrk_succeeded(&out, all_ok) {
+        Ok(())
+    } else {
+        Err(training_failed(
+            &format!("wrk {} {url}", args.join(" ")),
+            &out,
+        ))
+    }
+}
+
+/// Whether wrk's report shows requests completed without connect errors and, with `all_ok`,
+/// every answer 2xx or 3xx (training on error answers would lay out the wrong code as hot).
+/// wrk reports "  12345 requests in 5.00s, 1.2MB read", and on trouble
+/// "  Socket errors: connect 3, read 0, write 0, timeout 0" and "  Non-2xx or 3xx responses: 7".
+fn wrk_succeeded(out: &str, all_ok: bool) -> bool {
     let requests: u64 = out
         .lines()
         .find(|l| l.contains("requests in"))
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    if requests == 0
-        || out.contains("Socket errors: connect")
-        || (all_ok && out.contains("Non-2xx or 3xx responses"))
-    {
-        return Err(Error::new(format!(
-            "podproxy PGO: training with `wrk {} {url}` failed:\n{}",
-            args.join(" "),
-            out.trim()
-        ))
-        .fix("PODKIT_PGO=off builds podproxy without profile guidance"));
-    }
-    Ok(())
+    requests > 0
+        && !out.contains("Socket errors: connect")
+        && !(all_ok && out.contains("Non-2xx or 3xx responses"))
 }
 
-/// h2load for `seconds`: 10 connections, 10 streams each; an error unless nine in ten of the
-/// requests done succeeded (those still open when the time is up may count as failed).
+/// h2load for `seconds`: 10 connections, 10 streams each; an error unless
+/// [`h2load_succeeded`].
 fn h2load(url: &str, seconds: u32) -> Result<()> {
     let out = cmd::output(
         Command::new("h2load")
@@ -516,7 +499,17 @@ fn h2load(url: &str, seconds: u32) -> Result<()> {
         Duration::from_secs(60),
         "h2load failed; see its stderr",
     )?;
-    // "requests: 1000 total, 1000 started, 1000 done, 1000 succeeded, 0 failed, ..."
+    if h2load_succeeded(&out) {
+        Ok(())
+    } else {
+        Err(training_failed(&format!("h2load {url}"), &out))
+    }
+}
+
+/// Whether nine in ten of the requests h2load reports done succeeded (those still open when
+/// its time is up may count as failed): "requests: 1000 total, 1000 started, 1000 done,
+/// 1000 succeeded, 0 failed, 0 errored, 0 timeout".
+fn h2load_succeeded(out: &str) -> bool {
     let line = out
         .lines()
         .find_map(|l| l.strip_prefix("requests:"))
@@ -529,14 +522,15 @@ fn h2load(url: &str, seconds: u32) -> Result<()> {
             .unwrap_or(0)
     };
     let (done, succeeded) = (count("done"), count("succeeded"));
-    if succeeded == 0 || succeeded * 10 < done * 9 {
-        return Err(Error::new(format!(
-            "podproxy PGO: training with `h2load {url}` failed:\n{}",
-            out.trim()
-        ))
-        .fix("PODKIT_PGO=off builds podproxy without profile guidance"));
-    }
-    Ok(())
+    succeeded > 0 && succeeded * 10 >= done * 9
+}
+
+fn training_failed(command: &str, out: &str) -> Error {
+    Error::new(format!(
+        "podproxy PGO: training with `{command}` failed:\n{}",
+        out.trim()
+    ))
+    .fix("PODKIT_PGO=off builds podproxy without profile guidance")
 }
 
 fn merge(profdata: &Path, raw: &Path, profile: &Path) -> Result<()> {
@@ -580,6 +574,38 @@ mod tests {
     fn the_key_follows_the_binary_and_is_stable() {
         assert_eq!(key(b"same bytes"), key(b"same bytes"));
         assert_ne!(key(b"same bytes"), key(b"other bytes"));
+    }
+
+    #[test]
+    fn wrk_reports_are_read() {
+        let good = "Running 1s test @ http://127.0.0.1:1/\n  1 threads and 10 connections\n\
+                    12345 requests in 1.00s, 1.2MB read\nRequests/sec:  12345.00\n";
+        assert!(wrk_succeeded(good, true));
+        let refused = format!("{good}  Non-2xx or 3xx responses: 12345\n");
+        assert!(!wrk_succeeded(&refused, true));
+        assert!(wrk_succeeded(&refused, false));
+        let unreachable = "  0 requests in 1.00s, 0B read\n  Socket errors: connect 10, read 0, \
+                           write 0, timeout 0\n";
+        assert!(!wrk_succeeded(unreachable, false));
+        let reset = format!("{good}  Socket errors: connect 2, read 0, write 0, timeout 0\n");
+        assert!(!wrk_succeeded(&reset, false));
+        assert!(!wrk_succeeded("", false));
+    }
+
+    #[test]
+    fn h2load_reports_are_read() {
+        let report = |done: u32, ok: u32| {
+            format!(
+                "finished in 1.00s, 1000.00 req/s, 10KB/s\nrequests: {done} total, {done} \
+                 started, {done} done, {ok} succeeded, {} failed, 0 errored, 0 timeout\n",
+                done - ok
+            )
+        };
+        assert!(h2load_succeeded(&report(1000, 1000)));
+        assert!(h2load_succeeded(&report(1000, 900)));
+        assert!(!h2load_succeeded(&report(1000, 899)));
+        assert!(!h2load_succeeded(&report(0, 0)));
+        assert!(!h2load_succeeded("connect failed\n"));
     }
 
     #[test]
