@@ -474,6 +474,11 @@ impl Proxy {
                 ))
             }
         };
+        // RFC 9110 section 15: every valid status code is within 100 to 599; hyper reads any
+        // three digits. An answer outside is the upstream's fault, not something to pass on.
+        if response.status().as_u16() > 599 {
+            return Err(invalid_status(route, response.status()));
+        }
         let upstream_time = sent.map(|t| t.elapsed());
         let mut response = response;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -697,6 +702,22 @@ fn upstream_target(
 fn close_after<B>(resp: &mut Response<B>) {
     resp.headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// The answer to an upstream response whose status is above 599: a 502, and a warning that
+/// names the upstream and the status, since the fault is the app's.
+#[cold]
+#[inline(never)]
+fn invalid_status(route: &Route, status: StatusCode) -> (StatusCode, &'static str) {
+    tracing::warn!(
+        upstream = %route.upstream,
+        status = status.as_u16(),
+        "upstream answered a status outside 100-599 (RFC 9110 section 15); answering 502"
+    );
+    (
+        StatusCode::BAD_GATEWAY,
+        "upstream answered an invalid status\n",
+    )
 }
 
 /// The answer when the request deadline came before the upstream's response head: whoever is

@@ -81,6 +81,13 @@ async fn upstream_answer(mut req: Request<Incoming>) -> Result<Response<Full<Byt
         // 192 MiB in one response: podproxy must stream it, not hold it.
         return Ok(Response::new(Full::new(Bytes::from(vec![b'x'; 192 << 20]))));
     }
+    if let Some(code) = path.strip_prefix("/status/") {
+        let code = code.parse::<u16>().expect("a status code");
+        return Ok(Response::builder()
+            .status(code)
+            .body(Full::new(Bytes::new()))
+            .expect("response"));
+    }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
@@ -520,6 +527,26 @@ fn upstream_down_is_a_fast_502_and_slow_is_a_504() {
     assert_eq!(status(&ask("/")), 200);
     std::thread::sleep(Duration::from_millis(1500));
     slow_is_cut(&mut ask);
+}
+
+#[test]
+fn an_upstream_status_outside_100_to_599_is_a_502() {
+    let up = Upstream::start();
+    let p = Podproxy::start(&[format!("/=http://{}", up.addr)], &[]);
+    // hyper reads any three digits; RFC 9110 section 15 makes 100-599 the valid ones.
+    assert_eq!(status(&get(p.port, "/status/999")), 502);
+    assert_eq!(status(&get(p.port, "/status/600")), 502);
+    // The edges of the valid range, and an unregistered code inside it, pass as they are.
+    assert_eq!(status(&get(p.port, "/status/599")), 599);
+    assert_eq!(status(&get(p.port, "/status/299")), 299);
+    let start = Instant::now();
+    while p.access_log().len() < 4 {
+        assert!(start.elapsed() < LIMIT, "{:?}", p.access_log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = p.access_log();
+    let statuses: Vec<u64> = log.iter().filter_map(|l| l["status"].as_u64()).collect();
+    assert_eq!(statuses, [502, 502, 599, 299], "{log:?}");
 }
 
 #[test]
