@@ -35,9 +35,9 @@ loki://host:port (push API); elasticsearch://host:port/INDEX (_bulk); otlp://hos
 (OTLP/HTTP /v1/logs); each network scheme also as NAME+https:// (TLS); syslog+tcp://,
 syslog+tls://, syslog+udp://host:port (RFC 5424, octet-counted on TCP and TLS). Several sinks
 fan out: a position is checkpointed once every sink has taken the lines before it.
-Network sinks retry connection errors, timeouts, 408, 429 and 5xx (but 501, 505) with backoff,
-honouring Retry-After; other answers are refused for good: logged, counted, and written to
---dead-letter-file when set.
+Network sinks retry connection errors, timeouts, redirects, 401, 403, 408, 429, 5xx (but 501,
+505; OTLP: 429, 502-504) and statuses outside 100-599 with backoff, honouring Retry-After;
+other answers are refused for good: logged, counted, and written to --dead-letter-file when set.
 Labels: --label key=value, plus pod, namespace, node and container from the Downward API
 variables POD_NAME, POD_NAMESPACE, NODE_NAME and CONTAINER_NAME when set.
 Lines longer than --max-line-bytes are split into pieces of at most that size (never dropped).

@@ -628,6 +628,28 @@ fn a_batch_too_large_for_the_receiver_is_sent_in_halves() {
 
 /// 401 and 403 are retried, not dropped: a token rotated on the receiver a moment before the
 /// token file is updated, or an Elasticsearch index blocked for a full disk, loses nothing.
+/// Waits until the 20 lines of a retry test are acknowledged; then checks each arrived, none
+/// was rejected, and `failures` attempts failed for `reason`.
+fn shipped_20_after_retries(admin: u16, rx: &Receiver, reason: &str, failures: f64) {
+    let m = eventually("20 lines acknowledged", LIMIT, || {
+        let m = metrics(admin);
+        (sample(&m, "logship_shipped_lines_total", &[]) >= 20.0).then_some(m)
+    });
+    let counts = seq_counts(&accepted(&rx.requests(), ndjson_messages));
+    assert_eq!(counts.len(), 20, "{counts:?}");
+    assert_eq!(
+        sample(&m, "logship_sink_events_rejected_total", &[]),
+        0.0,
+        "{m}"
+    );
+    let label = format!("reason=\"{reason}\"");
+    assert_eq!(
+        sample(&m, "logship_sink_failures_total", &[label.as_str()]),
+        failures,
+        "{m}"
+    );
+}
+
 #[test]
 fn unauthorized_and_forbidden_are_retried_until_taken() {
     let s = Scene::new();
@@ -643,28 +665,51 @@ fn unauthorized_and_forbidden_are_retried_until_taken() {
         &rx.url("http", "/"),
         &["--admin", &format!("127.0.0.1:{admin}")],
     ));
-    let m = eventually("20 lines acknowledged", LIMIT, || {
-        let m = metrics(admin);
-        (sample(&m, "logship_shipped_lines_total", &[]) >= 20.0).then_some(m)
-    });
-    let counts = seq_counts(&accepted(&rx.requests(), ndjson_messages));
-    assert_eq!(counts.len(), 20, "{counts:?}");
-    assert_eq!(
-        sample(&m, "logship_sink_events_rejected_total", &[]),
-        0.0,
-        "{m}"
-    );
-    assert_eq!(
-        sample(
-            &m,
-            "logship_sink_failures_total",
-            &["reason=\"status_401_403\""]
-        ),
-        2.0,
-        "{m}"
-    );
+    shipped_20_after_retries(admin, &rx, "status_401_403", 2.0);
     assert!(
         s.stderr().contains("answered 401; check the credentials"),
+        "{}",
+        s.stderr()
+    );
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
+}
+
+#[test]
+fn a_status_outside_100_to_599_is_retried_not_refused() {
+    // RFC 9110 section 15 makes such a status invalid: its meaning is unknown (a broken
+    // receiver, or a broken proxy in front of it), so the batch is kept and sent again, never
+    // refused to the dead-letter file as a 4xx would be.
+    let s = Scene::new();
+    let admin = free_port();
+    let rx = Receiver::start(|_| Reply::status(200));
+    rx.script([Reply::status(999), Reply::status(600)]);
+    let dead = s.dir.path().join("dead.ndjson");
+    append(&s.log("app.log"), &seq_lines(1, 20));
+    let g = Guard::spawn(&mut logship_to(
+        &s,
+        &rx.url("http", "/"),
+        &[
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--dead-letter-file",
+            dead.to_str().expect("utf-8"),
+        ],
+    ));
+    shipped_20_after_retries(admin, &rx, "invalid_status", 2.0);
+    assert_eq!(
+        rx.requests()
+            .iter()
+            .map(|r| r.status)
+            .take(3)
+            .collect::<Vec<_>>(),
+        [999, 600, 200]
+    );
+    let dead = std::fs::read_to_string(&dead).unwrap_or_default();
+    assert!(dead.is_empty(), "dead-lettered: {dead}");
+    assert!(
+        s.stderr()
+            .contains("answered 999, a status outside 100-599"),
         "{}",
         s.stderr()
     );

@@ -83,6 +83,9 @@ pub enum Failure {
     Redirect(u16, String),
     /// A 2xx answer that does not say what was taken.
     BadAnswer(String),
+    /// A status outside 100-599, which RFC 9110 section 15 makes invalid: a broken receiver, or
+    /// something broken between. Its meaning is unknown, so nothing is refused for it: retried.
+    InvalidStatus(u16),
 }
 
 impl Failure {
@@ -96,6 +99,7 @@ impl Failure {
             Failure::Status(_, _) => "status_5xx",
             Failure::Redirect(_, _) => "redirect",
             Failure::BadAnswer(_) => "bad_answer",
+            Failure::InvalidStatus(_) => "invalid_status",
         }
     }
 }
@@ -115,6 +119,10 @@ impl std::fmt::Display for Failure {
                 "answered {s}, a redirect to {to}; point --sink at the final URL"
             ),
             Failure::BadAnswer(why) => write!(f, "answered 2xx, but {why}"),
+            Failure::InvalidStatus(s) => write!(
+                f,
+                "answered {s}, a status outside 100-599 (RFC 9110 section 15); check the receiver and any proxy in front of it"
+            ),
         }
     }
 }

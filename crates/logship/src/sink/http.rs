@@ -353,6 +353,9 @@ impl Shared {
                     self.deliver_events(&second).await;
                     break;
                 }
+                Ok(answer) if answer.status.as_u16() > 599 => {
+                    Failure::InvalidStatus(answer.status.as_u16())
+                }
                 Ok(answer) if self.protocol.retryable(answer.status.as_u16()) => Failure::Status(
                     answer.status.as_u16(),
                     answer
