@@ -1,6 +1,10 @@
 //! Logging setup shared by every binary: human-readable text when stderr is a terminal, JSON lines
 //! otherwise (what `kubectl logs` and log pipelines want), or as `--log-format` says. The level
 //! comes from `--log-level`, and `RUST_LOG` (a tracing `EnvFilter` directive) overrides it.
+//!
+//! The h2 crate's own events are kept to errors unless a `--log-level` directive names `h2` (or
+//! RUST_LOG is set): h2 logs a peer's protocol slips at WARN, one line per frame, so a client
+//! sending stray PING acks could make podproxy write some nine times its input to the log.
 
 use std::io::IsTerminal;
 
@@ -37,6 +41,24 @@ pub enum LoggingError {
     BadRustLog { value: String, reason: String },
 }
 
+/// The filter for `--log-level`: the level or directives given, with the h2 crate kept to
+/// errors unless a directive names it.
+fn level_filter(level: &str) -> Result<EnvFilter, LoggingError> {
+    let bad = |e: &dyn std::fmt::Display| LoggingError::BadLevel {
+        level: level.to_string(),
+        reason: e.to_string(),
+    };
+    let filter = EnvFilter::try_new(level).map_err(|e| bad(&e))?;
+    let names_h2 = level
+        .split(',')
+        .any(|d| d.trim() == "h2" || d.trim().starts_with("h2=") || d.trim().starts_with("h2::"));
+    if names_h2 {
+        return Ok(filter);
+    }
+    let quiet_h2 = "h2=error".parse().map_err(|e| bad(&e))?;
+    Ok(filter.add_directive(quiet_h2))
+}
+
 /// Installs the global subscriber. Call once, from `main`, before anything logs.
 pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
     let filter = match std::env::var("RUST_LOG") {
@@ -46,10 +68,7 @@ pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
                 reason: e.to_string(),
             })?
         }
-        _ => EnvFilter::try_new(&settings.level).map_err(|e| LoggingError::BadLevel {
-            level: settings.level.clone(),
-            reason: e.to_string(),
-        })?,
+        _ => level_filter(&settings.level)?,
     };
     let json = match settings.format {
         LogFormat::Json => true,
@@ -73,4 +92,31 @@ pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
             .try_init()
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h2_is_kept_to_errors_unless_a_directive_names_it() {
+        let shown = |level: &str| level_filter(level).map(|f| f.to_string());
+        assert!(shown("info").expect("valid").contains("h2=error"));
+        assert!(shown("podproxy=debug,warn")
+            .expect("valid")
+            .contains("h2=error"));
+        // Asked for: left as asked.
+        let asked = shown("info,h2=debug").expect("valid");
+        assert!(
+            asked.contains("h2=debug") && !asked.contains("h2=error"),
+            "{asked}"
+        );
+        assert!(!shown("h2::proto=trace")
+            .expect("valid")
+            .contains("h2=error"));
+        // A directive that only starts with the letters is another crate.
+        assert!(shown("h2load=debug,info")
+            .expect("valid")
+            .contains("h2=error"));
+    }
 }

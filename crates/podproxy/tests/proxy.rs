@@ -1107,6 +1107,85 @@ fn read_answer(r: &mut std::io::BufReader<TcpStream>) -> u16 {
     status
 }
 
+/// One HTTP/2 frame (RFC 9113 section 4.1): 24-bit length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+#[test]
+fn a_client_cannot_flood_the_log_with_http2_protocol_slips() {
+    // h2 logs each PING ack it never asked for at WARN: 2,000 such frames (34 KB) made 2,000
+    // log lines (about 300 KB). The h2 crate is kept to errors unless a directive names it.
+    let up = Upstream::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stderr = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podproxy"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--route", &format!("/=http://{}", up.addr)])
+        .args(["--access-log", "off", "--log-format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("spawn podproxy");
+    let start = Instant::now();
+    let mut s = loop {
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            break s;
+        }
+        assert!(start.elapsed() < LIMIT, "podproxy never listened");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, b""));
+    for _ in 0..2000 {
+        // PING (type 6) with ACK (flag 1) for a ping podproxy never sent.
+        out.extend(h2_frame(6, 1, 0, b"podkit!!"));
+    }
+    s.write_all(&out).expect("write frames");
+    // The connection still serves: a request on stream 1 after the frames gets its answer, so
+    // every frame before it was read.
+    let mut block = vec![0x82, 0x86, 0x84]; // :method GET, :scheme http, :path /
+    block.extend([0x01, 9]); // :authority, literal without indexing (RFC 7541 section 6.2.2)
+    block.extend(b"127.0.0.1");
+    s.write_all(&h2_frame(1, 5, 1, &block))
+        .expect("write request");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    // Frames back: SETTINGS, SETTINGS ack, then the answer's HEADERS (type 1) on stream 1.
+    let answered = |mut b: &[u8]| {
+        while b.len() >= 9 {
+            let len = u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
+            let stream = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff;
+            if b[3] == 1 && stream == 1 {
+                return true;
+            }
+            b = &b[(9 + len).min(b.len())..];
+        }
+        false
+    };
+    while !answered(&seen) {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "podproxy closed the connection");
+        seen.extend(&buf[..n]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&stderr).expect("stderr");
+    let pings = log.lines().filter(|l| l.contains("PING")).count();
+    assert!(
+        pings < 5,
+        "{pings} log lines about PING frames:\n{}",
+        &log[..log.len().min(2000)]
+    );
+}
+
 #[test]
 fn a_stdout_nobody_reads_neither_stalls_requests_nor_health() {
     let up = Upstream::start();
