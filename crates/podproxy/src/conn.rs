@@ -1,5 +1,6 @@
 //! What podproxy watches on each client connection, below hyper: activity, for `--idle-timeout`
-//! ([`Activity`]), and HTTP/1 request framing, to refuse requests that carry both
+//! and `--header-read-timeout` ([`Activity`], with HTTP/2's header blocks followed by
+//! [`H2Heads`]), and HTTP/1 request framing, to refuse requests that carry both
 //! Transfer-Encoding and Content-Length ([`Framing`]).
 //!
 //! hyper settles HTTP/1 framing before a request reaches podproxy: for a request with both
@@ -90,13 +91,18 @@ impl std::fmt::Debug for HeadTimer {
 /// For `--header-read-timeout` it also counts reads and requests, and says whether the
 /// connection reads HTTP/1 heads at all (not HTTP/2): bytes read while no
 /// request is in flight and no new one has started are a head on its way, which the sweeper
-/// times (see `server::Open::sweep`).
+/// times (see `server::Open::sweep`). Where that count cannot tell (HTTP/2, whose PINGs and
+/// SETTINGS are bytes too, and the first bytes before the protocol is known), `head_open` says
+/// whether a head is on its way.
 #[derive(Debug)]
 pub struct Activity {
     events: AtomicU64,
     reads: AtomicU64,
     requests: AtomicU64,
     heads: AtomicBool,
+    /// HTTP/2: a header block has begun and not ended ([`H2Heads`]); before the protocol is
+    /// known: some of the first bytes have come, not enough to tell.
+    head_open: AtomicBool,
     /// HTTP/2: idle means no stream (see `idle_count`).
     streams: AtomicBool,
     pub in_flight: AtomicUsize,
@@ -109,6 +115,7 @@ impl Activity {
             reads: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             heads: AtomicBool::new(false),
+            head_open: AtomicBool::new(false),
             streams: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
         })
@@ -155,6 +162,17 @@ impl Activity {
 
     pub fn set_reads_heads(&self) {
         self.heads.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a head is on its way that the read count cannot show (see `head_open`).
+    pub fn head_open(&self) -> bool {
+        self.head_open.load(Ordering::Relaxed)
+    }
+
+    fn set_head_open(&self, open: bool) {
+        if self.head_open.load(Ordering::Relaxed) != open {
+            self.head_open.store(open, Ordering::Relaxed);
+        }
     }
 
     fn touch(&self) {
@@ -446,6 +464,116 @@ impl Sniffer {
 /// prior knowledge sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Follows an HTTP/2 client's frames as they pass to hyper, only as far as it takes to know
+/// whether a header block is on its way, so that `--header-read-timeout` cuts a client that
+/// drips one (a slowloris over HTTP/2: neither hyper nor h2 times a header block, and
+/// `--idle-timeout` would take a minute). A frame is a 9-byte header (24-bit payload length,
+/// type, flags, stream) and its payload (RFC 9113 section 4.1); a header block is a HEADERS
+/// frame (or PUSH_PROMISE, which a client may not send) and the CONTINUATION frames after it,
+/// up to the end of the frame flagged END_HEADERS (sections 4.3, 6.2 and 6.10). The preface
+/// counts as a head too until it is whole. Frames are only counted, never judged: h2 refuses
+/// what is malformed.
+#[derive(Debug)]
+pub struct H2Heads {
+    /// Bytes of the preface still to come.
+    preface_left: usize,
+    /// The frame header being read, and how much of it has come.
+    header: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// A header block has begun and its last frame has not ended.
+    in_block: bool,
+    /// The current frame ends the header block (END_HEADERS).
+    ends_block: bool,
+}
+
+const FRAME_HEADERS: u8 = 0x1;
+const FRAME_PUSH_PROMISE: u8 = 0x5;
+const FRAME_CONTINUATION: u8 = 0x9;
+const FLAG_END_HEADERS: u8 = 0x4;
+
+impl Default for H2Heads {
+    fn default() -> H2Heads {
+        H2Heads {
+            preface_left: H2_PREFACE.len(),
+            header: [0; 9],
+            have: 0,
+            payload_left: 0,
+            in_block: false,
+            ends_block: false,
+        }
+    }
+}
+
+impl H2Heads {
+    /// Takes the next bytes the client sent; whether a head is on its way after them.
+    pub fn feed(&mut self, mut bytes: &[u8]) -> bool {
+        loop {
+            if self.preface_left > 0 {
+                let n = self.preface_left.min(bytes.len());
+                self.preface_left -= n;
+                bytes = &bytes[n..];
+            } else if self.payload_left > 0 {
+                let n = self.payload_left.min(bytes.len());
+                self.payload_left -= n;
+                bytes = &bytes[n..];
+                if self.payload_left == 0 {
+                    self.frame_ended();
+                }
+            } else if !bytes.is_empty() {
+                let n = (9 - self.have).min(bytes.len());
+                self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+                self.have += n;
+                bytes = &bytes[n..];
+                if self.have == 9 {
+                    self.have = 0;
+                    self.frame_began();
+                }
+            }
+            if bytes.is_empty() {
+                return self.open();
+            }
+        }
+    }
+
+    fn frame_began(&mut self) {
+        let [l0, l1, l2, kind, flags, ..] = self.header;
+        let ends = flags & FLAG_END_HEADERS != 0;
+        match kind {
+            FRAME_HEADERS | FRAME_PUSH_PROMISE => {
+                self.in_block = true;
+                self.ends_block = ends;
+            }
+            FRAME_CONTINUATION => self.ends_block = ends,
+            _ => self.ends_block = false,
+        }
+        self.payload_left = u32::from_be_bytes([0, l0, l1, l2]) as usize;
+        if self.payload_left == 0 {
+            self.frame_ended();
+        }
+    }
+
+    fn frame_ended(&mut self) {
+        if self.ends_block {
+            self.in_block = false;
+            self.ends_block = false;
+        }
+    }
+
+    /// The preface is not whole, or a header block is open, or a frame header has come far
+    /// enough (its type, the fourth byte) to show one beginning.
+    fn open(&self) -> bool {
+        self.preface_left > 0
+            || self.in_block
+            || (self.have >= 4
+                && matches!(
+                    self.header[3],
+                    FRAME_HEADERS | FRAME_PUSH_PROMISE | FRAME_CONTINUATION
+                ))
+    }
+}
+
 /// What a look at a head's lines, before httparse, tells.
 #[derive(Debug, PartialEq)]
 enum Head {
@@ -500,6 +628,8 @@ pub struct ClientIo<T> {
     sniffer: Sniffer,
     /// Read before hyper took over, not handed to it yet.
     first: Vec<u8>,
+    /// HTTP/2: follows header blocks, in the sniffer's place (see [`ClientIo::follow_http2`]).
+    h2: Option<H2Heads>,
 }
 
 impl<T> ClientIo<T> {
@@ -515,11 +645,27 @@ impl<T> ClientIo<T> {
                 framing,
             },
             first: Vec::new(),
+            h2: None,
         }
     }
 
     pub fn activity(&self) -> &Activity {
         &self.activity
+    }
+
+    /// The connection speaks HTTP/2: from now on the bytes read (the preface first, which the
+    /// client sends under ALPN too) are followed for header blocks, not HTTP/1 heads.
+    pub fn follow_http2(&mut self) {
+        self.h2 = Some(H2Heads::default());
+    }
+
+    /// Passes bytes read on to whatever follows them (a function of the fields it needs, so
+    /// that the bytes may be borrowed from another field).
+    fn follow(h2: &mut Option<H2Heads>, sniffer: &mut Sniffer, activity: &Activity, bytes: &[u8]) {
+        match h2.as_mut() {
+            Some(h2) => activity.set_head_open(h2.feed(bytes)),
+            None => sniffer.feed(bytes),
+        }
     }
 }
 
@@ -527,14 +673,23 @@ impl<T: AsyncRead + Unpin> ClientIo<T> {
     /// Reads the connection's first bytes, as many as it takes to tell HTTP/2 with prior
     /// knowledge (its preface) from HTTP/1 (anything else; also a connection closed before
     /// saying). This is hyper-util's auto detection, done in the wrapper every read already
-    /// passes through rather than in one more layer.
+    /// passes through rather than in one more layer. From the first byte until the protocol is
+    /// known, a head is on its way for `--header-read-timeout` (a preface dripped a byte at a
+    /// time is cut like an HTTP/1 head).
     pub async fn is_http2(&mut self) -> io::Result<bool> {
+        let told = self.tell_protocol().await;
+        self.activity.set_head_open(false);
+        told
+    }
+
+    async fn tell_protocol(&mut self) -> io::Result<bool> {
         use tokio::io::AsyncReadExt;
         self.first.reserve(1024);
         loop {
             let n = self.inner.read_buf(&mut self.first).await?;
             if n > 0 {
                 self.activity.touch_read();
+                self.activity.set_head_open(true);
             }
             let have = &self.first[..self.first.len().min(H2_PREFACE.len())];
             if have != &H2_PREFACE[..have.len()] || n == 0 {
@@ -557,7 +712,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             let this = &mut *self;
             let n = this.first.len().min(buf.remaining());
             buf.put_slice(&this.first[..n]);
-            this.sniffer.feed(&this.first[..n]);
+            Self::follow(
+                &mut this.h2,
+                &mut this.sniffer,
+                &this.activity,
+                &this.first[..n],
+            );
             this.first.drain(..n);
             if this.first.is_empty() {
                 this.first = Vec::new();
@@ -570,7 +730,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
             if buf.filled().len() > before {
                 self.activity.touch_read();
                 let this = &mut *self;
-                this.sniffer.feed(&buf.filled()[before..]);
+                Self::follow(
+                    &mut this.h2,
+                    &mut this.sniffer,
+                    &this.activity,
+                    &buf.filled()[before..],
+                );
             }
         }
         polled
@@ -750,5 +915,85 @@ mod tests {
         assert_eq!(a.in_flight.load(Ordering::SeqCst), 1);
         drop(r);
         assert_eq!(a.in_flight.load(Ordering::SeqCst), 0);
+    }
+
+    /// One HTTP/2 frame (RFC 9113 section 4.1).
+    fn frame(kind: u8, flags: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags, 0, 0, 0, 1]);
+        f.extend(payload);
+        f
+    }
+
+    /// Feeds `bytes` a byte at a time: whether a head was on its way after each.
+    fn open_after_each(h: &mut H2Heads, bytes: &[u8]) -> Vec<bool> {
+        bytes.iter().map(|b| h.feed(&[*b])).collect()
+    }
+
+    #[test]
+    fn h2_heads_counts_the_preface_then_follows_header_blocks_only() {
+        let mut h = H2Heads::default();
+        // The preface is a head until it is whole.
+        let opens = open_after_each(&mut h, H2_PREFACE);
+        assert!(opens[..H2_PREFACE.len() - 1].iter().all(|o| *o));
+        assert!(!opens[H2_PREFACE.len() - 1]);
+        // SETTINGS, PING, WINDOW_UPDATE and DATA, however slowly they come, are not heads.
+        for (kind, payload) in [
+            (4u8, &[][..]),
+            (6, b"12345678"),
+            (8, b"\0\0\x01\0"),
+            (0, b"body"),
+        ] {
+            assert!(open_after_each(&mut h, &frame(kind, 0, payload))
+                .iter()
+                .all(|o| !o));
+        }
+        // A HEADERS frame with END_HEADERS: a head from its type byte to its last byte.
+        let headers = frame(1, 0x4 | 0x1, b"\x82\x86\x84");
+        let opens = open_after_each(&mut h, &headers);
+        assert_eq!(
+            opens[..3],
+            [false, false, false],
+            "the length alone says nothing"
+        );
+        assert!(opens[3..headers.len() - 1].iter().all(|o| *o));
+        assert!(!opens[headers.len() - 1]);
+        // HEADERS without END_HEADERS, then CONTINUATION frames: open until the one flagged.
+        assert!(h.feed(&frame(1, 0x1, b"\x82")));
+        assert!(h.feed(&frame(9, 0, b"\x86")));
+        assert!(h.feed(&frame(9, 0, b"")));
+        assert!(!h.feed(&frame(9, 0x4, b"\x84")));
+        // A frame between them that is not a CONTINUATION leaves the block open (h2 refuses it).
+        assert!(h.feed(&frame(1, 0, b"\x82")));
+        assert!(h.feed(&frame(0, 0, b"x")));
+        assert!(!h.feed(&frame(9, 0x4, b"")));
+        // An empty HEADERS frame that ends its block closes at once.
+        assert!(!h.feed(&frame(1, 0x4, b"")));
+    }
+
+    #[test]
+    fn h2_heads_reads_the_same_in_one_piece_or_byte_by_byte() {
+        let mut all = H2_PREFACE.to_vec();
+        all.extend(frame(4, 0, b""));
+        all.extend(frame(1, 0x1, b"\x82\x86"));
+        all.extend(frame(9, 0, &[7; 300]));
+        let mut whole = H2Heads::default();
+        assert!(whole.feed(&all), "the block has no END_HEADERS yet");
+        let mut bytes = H2Heads::default();
+        assert_eq!(open_after_each(&mut bytes, &all).last(), Some(&true));
+        let end = frame(9, 0x4, b"\x84");
+        assert!(!whole.feed(&end));
+        assert_eq!(open_after_each(&mut bytes, &end).last(), Some(&false));
+        // Reads that end inside a frame header, and a read that ends one frame and begins the
+        // next.
+        let mut split = H2Heads::default();
+        let mut rest = H2_PREFACE.to_vec();
+        rest.extend(frame(0, 0, &[1; 40])); // bytes 24..73
+        rest.extend(frame(1, 0x4, b"\x82\x86\x84")); // bytes 73..85
+        assert!(!split.feed(&rest[..70]), "inside DATA's payload");
+        assert!(!split.feed(&rest[70..76]), "HEADERS' length only");
+        assert!(split.feed(&rest[76..80]), "HEADERS' type has come");
+        assert!(split.feed(&rest[80..84]), "one byte of its block to come");
+        assert!(!split.feed(&rest[84..]));
     }
 }

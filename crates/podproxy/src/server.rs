@@ -126,8 +126,10 @@ struct Tracked {
     head: HeadWatch,
 }
 
-/// The sweeper's watch on an HTTP/1 connection's next request head: the read and request
-/// counts last seen, and since when bytes have come with no request starting. hyper's own
+/// The sweeper's watch on a connection's next request head: the read and request counts last
+/// seen, and since when a head has been on its way with no request starting. On HTTP/1 that is
+/// since bytes came; on HTTP/2, and before the protocol is known, since the connection's
+/// `head_open` was first seen (a header block, or first bytes, on their way). hyper's own
 /// header timer was one timer per request (made, put in the timer wheel while a keep-alive
 /// connection waits, and dropped): about 4% of podproxy's instructions per request.
 #[derive(Debug, Default)]
@@ -141,18 +143,22 @@ impl HeadWatch {
     /// Looks again at `now`: how long a head has been on its way, if one is.
     fn look(&mut self, activity: &Activity, now: Instant) -> Option<Duration> {
         let (reads, requests) = (activity.reads(), activity.requests());
-        if requests != self.requests
-            || activity.in_flight.load(Ordering::SeqCst) > 0
-            || !activity.reads_heads()
-        {
+        let on_its_way = requests == self.requests
+            && activity.in_flight.load(Ordering::SeqCst) == 0
+            && if activity.reads_heads() {
+                reads != self.reads || self.since.is_some()
+            } else {
+                activity.head_open()
+            };
+        if on_its_way {
+            self.reads = reads;
+            self.since.get_or_insert(now);
+        } else {
             *self = HeadWatch {
                 reads,
                 requests,
                 since: None,
             };
-        } else if reads != self.reads {
-            self.reads = reads;
-            self.since.get_or_insert(now);
         }
         self.since.map(|since| now.duration_since(since))
     }
@@ -346,6 +352,7 @@ where
     };
     if h2 {
         io.activity().set_streams();
+        io.follow_http2();
         let conn = builders.http2.serve_connection(TokioIo::new(io), service);
         drive(conn, control).await
     } else {

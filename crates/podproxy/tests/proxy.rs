@@ -1116,6 +1116,104 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// The HPACK block (RFC 7541) of `GET http://127.0.0.1/`: :method GET, :scheme http, :path /
+/// from the static table, then :authority as a literal without indexing (section 6.2.2).
+fn h2_get_block() -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x84, 0x01, 9];
+    block.extend(b"127.0.0.1");
+    block
+}
+
+/// Reads frames from an HTTP/2 connection until the answer's HEADERS (type 1) on stream 1.
+fn read_h2_answer_on_stream_1(s: &mut TcpStream) {
+    let answered = |mut b: &[u8]| {
+        while b.len() >= 9 {
+            let len = u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
+            let stream = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff;
+            if b[3] == 1 && stream == 1 {
+                return true;
+            }
+            b = &b[(9 + len).min(b.len())..];
+        }
+        false
+    };
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 65536];
+    while !answered(&seen) {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "podproxy closed the connection");
+        seen.extend(&buf[..n]);
+    }
+}
+
+#[test]
+fn an_http2_preface_or_header_block_left_unfinished_is_cut_after_the_header_read_timeout() {
+    // Neither hyper nor h2 times an HTTP/2 header block, and --idle-timeout (30s here) would
+    // leave a dripping client a minute by default: the header read timeout covers them, from
+    // the first byte of the preface on, as it does an HTTP/1 head.
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--header-read-timeout", "1s", "--idle-timeout", "30s"],
+    );
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let mut settings = preface.to_vec();
+    settings.extend(h2_frame(4, 0, 0, b""));
+    // HEADERS (type 1) flagged END_STREAM (1) but not END_HEADERS (4): a CONTINUATION is owed.
+    let mut no_end = settings.clone();
+    no_end.extend(h2_frame(1, 1, 1, &h2_get_block()));
+    // A whole HEADERS frame's header, and only part of its block.
+    let mut part = settings.clone();
+    let headers = h2_frame(1, 5, 1, &h2_get_block());
+    part.extend(&headers[..headers.len() - 4]);
+    let clients = [
+        ("half a preface", preface[..10].to_vec()),
+        ("a HEADERS frame without END_HEADERS", no_end),
+        ("part of a header block", part),
+    ]
+    .map(|(what, sent)| {
+        let port = p.port;
+        std::thread::spawn(move || {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            s.write_all(&sent).expect("write");
+            s.set_read_timeout(Some(Duration::from_secs(15)))
+                .expect("timeout");
+            let start = Instant::now();
+            let mut buf = [0u8; 4096];
+            // SETTINGS (and a GOAWAY) may come before the close.
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                    Err(e) => panic!("{what}: still open after {:?} ({e})", start.elapsed()),
+                }
+            }
+            (what, start.elapsed())
+        })
+    });
+    for client in clients {
+        let (what, took) = client.join().expect("client thread");
+        assert!(
+            took >= Duration::from_millis(900),
+            "{what}: cut after {took:?}"
+        );
+        assert!(took < Duration::from_secs(8), "{what}: cut after {took:?}");
+    }
+
+    // A client that has said all it began, then only PINGs with no stream open, is not cut:
+    // past the header read timeout it still gets its request answered.
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    s.write_all(&settings).expect("write");
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(&h2_frame(6, 0, 0, b"podkit!!")).expect("PING");
+    }
+    s.write_all(&headers).expect("write request");
+    read_h2_answer_on_stream_1(&mut s);
+}
+
 #[test]
 fn a_client_cannot_flood_the_log_with_http2_protocol_slips() {
     // h2 logs each PING ack it never asked for at WARN: 2,000 such frames (34 KB) made 2,000
@@ -1150,31 +1248,10 @@ fn a_client_cannot_flood_the_log_with_http2_protocol_slips() {
     s.write_all(&out).expect("write frames");
     // The connection still serves: a request on stream 1 after the frames gets its answer, so
     // every frame before it was read.
-    let mut block = vec![0x82, 0x86, 0x84]; // :method GET, :scheme http, :path /
-    block.extend([0x01, 9]); // :authority, literal without indexing (RFC 7541 section 6.2.2)
-    block.extend(b"127.0.0.1");
-    s.write_all(&h2_frame(1, 5, 1, &block))
+    s.write_all(&h2_frame(1, 5, 1, &h2_get_block()))
         .expect("write request");
     s.set_read_timeout(Some(LIMIT)).expect("timeout");
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 65536];
-    // Frames back: SETTINGS, SETTINGS ack, then the answer's HEADERS (type 1) on stream 1.
-    let answered = |mut b: &[u8]| {
-        while b.len() >= 9 {
-            let len = u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize;
-            let stream = u32::from_be_bytes([b[5], b[6], b[7], b[8]]) & 0x7fff_ffff;
-            if b[3] == 1 && stream == 1 {
-                return true;
-            }
-            b = &b[(9 + len).min(b.len())..];
-        }
-        false
-    };
-    while !answered(&seen) {
-        let n = s.read(&mut buf).expect("read");
-        assert!(n > 0, "podproxy closed the connection");
-        seen.extend(&buf[..n]);
-    }
+    read_h2_answer_on_stream_1(&mut s);
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(&stderr).expect("stderr");
