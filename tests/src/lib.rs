@@ -9,7 +9,7 @@
 //! cannot depend on xtask).
 
 use std::io::Read;
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -276,11 +276,91 @@ impl Drop for PodGuard {
 }
 
 /// A port on 127.0.0.1 that was free a moment ago (the kernel picked it for
-/// port 0). Another process could take it before it is used; on a test machine
-/// that is rare enough, and the test then fails loudly rather than wrongly.
+/// port 0), for a binary under test to bind at once. Another socket could take it
+/// before then; a port that must stay free for longer, or be bound later, is a
+/// [`ReservedPort`].
 pub fn free_loopback_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address").port()
+}
+
+/// A loopback port held for a peer that is down now and may come up later.
+///
+/// The socket is bound but not listening: a connection to it is refused (RST), as
+/// to a stopped peer, and no other socket's port-0 pick on this machine can land on
+/// it (the kernel skips bound ports). A port that was merely free and released
+/// could be taken by any test's listener in the meantime, and the client under test
+/// would then talk to that one (a sink test's CI failure, reading that never paused
+/// while its receiver was "down", fits that). [`listen`]
+/// turns the same socket into the peer's listener, so the port is never free.
+///
+/// [`listen`]: ReservedPort::listen
+pub struct ReservedPort {
+    socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl ReservedPort {
+    /// Holds a port the kernel picks.
+    pub fn new() -> ReservedPort {
+        ReservedPort::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind 127.0.0.1:0")
+    }
+
+    /// Holds `addr` again (after its listener closed), trying for up to 10s while
+    /// the old listener's sockets let go of it.
+    pub fn at(addr: SocketAddr) -> ReservedPort {
+        let start = Instant::now();
+        loop {
+            match ReservedPort::bind(addr) {
+                Ok(port) => return port,
+                Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                    let _ = e;
+                    thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("cannot hold {addr} again: {e}"),
+            }
+        }
+    }
+
+    fn bind(addr: SocketAddr) -> std::io::Result<ReservedPort> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        // As every listener on Unix does (std's and tokio's too): the port can be held
+        // again while connections of the listener that closed are in TIME_WAIT.
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        let addr = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| std::io::Error::other("not an IP socket"))?;
+        Ok(ReservedPort { socket, addr })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The peer comes up: the held socket starts listening (blocking mode; call
+    /// `set_nonblocking(true)` before handing it to tokio).
+    pub fn listen(self) -> TcpListener {
+        self.socket
+            .listen(1024)
+            .unwrap_or_else(|e| panic!("listen on {}: {e}", self.addr));
+        self.socket.into()
+    }
+}
+
+impl Default for ReservedPort {
+    fn default() -> ReservedPort {
+        ReservedPort::new()
+    }
 }
 
 /// Nanoseconds since the Unix epoch, now.
@@ -308,6 +388,15 @@ impl LoopbackListener {
     pub fn bind(port: u16) -> LoopbackListener {
         let listener = TcpListener::bind(("127.0.0.1", port))
             .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1:{port}: {e}"));
+        LoopbackListener::serve(listener)
+    }
+
+    /// Listens on a port held for it until now.
+    pub fn on(held: ReservedPort) -> LoopbackListener {
+        LoopbackListener::serve(held.listen())
+    }
+
+    fn serve(listener: TcpListener) -> LoopbackListener {
         let listening_since = now_nanos();
         let port = listener.local_addr().expect("local address").port();
         listener
@@ -489,5 +578,26 @@ mod tests {
             out.contains("POD_NAME") && out.contains("metadata.name") && out.contains("name: X")
         );
         assert!(!out.contains("NODE_NAME") && !out.contains("spec.nodeName"));
+    }
+
+    #[test]
+    fn a_reserved_port_refuses_connections_is_never_a_port_0_pick_and_listens_in_place() {
+        let held = ReservedPort::new();
+        let refused = TcpStream::connect(held.addr()).expect_err("connected to a held port");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        for _ in 0..3000 {
+            let other = TcpListener::bind("127.0.0.1:0").expect("bind");
+            assert_ne!(other.local_addr().expect("addr").port(), held.port());
+        }
+        let addr = held.addr();
+        let listener = held.listen();
+        let _client = TcpStream::connect(addr).expect("connect once listening");
+        listener.accept().expect("accept");
+        drop(listener);
+        // Held again after the listener closed, with an accepted connection's TIME_WAIT.
+        let again = ReservedPort::at(addr);
+        assert_eq!(again.addr(), addr);
+        let refused = TcpStream::connect(addr).expect_err("connected to a held port");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }

@@ -12,8 +12,8 @@ use std::thread;
 use std::time::Duration;
 
 use podkit_tests::{
-    example_dir, for_podman, free_loopback_port, image_name, now_nanos, wait_until, workspace_root,
-    LoopbackListener, Output, PodGuard, Podman,
+    example_dir, for_podman, image_name, now_nanos, wait_until, workspace_root, LoopbackListener,
+    Output, PodGuard, Podman, ReservedPort,
 };
 
 const PLAY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -88,7 +88,9 @@ fn podman_with_images() -> Podman {
 #[ignore = "needs podman and the images: run `cargo xtask test`"]
 fn init_wait_holds_the_app_until_a_late_dependency_listens() {
     let podman = podman_with_images();
-    let port = free_loopback_port();
+    // Held (connections refused) until the dependency listens on it.
+    let held = ReservedPort::new();
+    let port = held.port();
     let target = format!("127.0.0.1:{port}");
     let dir = tempfile::tempdir().expect("temporary directory");
     let config = dir.path().join("config.yaml");
@@ -143,7 +145,7 @@ fn init_wait_holds_the_app_until_a_late_dependency_listens() {
         "the app container must not run while waitfor waits"
     );
 
-    let dependency = LoopbackListener::bind(port);
+    let dependency = LoopbackListener::on(held);
     let played: Output = play.join().expect("kube play thread");
     assert!(played.success(), "kube play failed: {played}");
     let up = dependency.listening_since;

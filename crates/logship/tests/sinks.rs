@@ -283,8 +283,7 @@ fn https_with_mutual_tls_basic_auth_and_no_compression() {
 fn a_receiver_down_at_start_failing_down_again_and_slow_gets_every_line() {
     let s = Scene::new();
     let admin = free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut rx = Receiver::stopped(addr, |_| Reply::status(200));
+    let mut rx = Receiver::down(|_| Reply::status(200));
     append(&s.log("app.log"), &seq_lines(1, 1000));
     let g = Guard::spawn(&mut logship_to(
         &s,
@@ -374,8 +373,7 @@ fn a_receiver_down_at_start_failing_down_again_and_slow_gets_every_line() {
 fn while_a_sink_is_down_reading_pauses_memory_stays_flat_and_a_rotated_file_is_not_lost() {
     let s = Scene::new();
     let admin = free_port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut rx = Receiver::stopped(addr, |_| Reply::status(204));
+    let mut rx = Receiver::down(|_| Reply::status(204));
     let g = Guard::spawn(&mut logship_to(
         &s,
         &rx.url("http", "/"),

@@ -12,14 +12,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use podkit_tests::ReservedPort;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
+/// A loopback port free a moment ago, for podproxy to bind at once (a port that must stay
+/// free for a while is a [`ReservedPort`]).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
+    podkit_tests::free_loopback_port()
 }
 
 /// The test upstream: a hyper server on a runtime of its own.
@@ -479,7 +479,8 @@ fn an_absolute_form_target_for_a_host_route_wins_over_the_host_header() {
 #[test]
 fn upstream_down_is_a_fast_502_and_slow_is_a_504() {
     let up = Upstream::start();
-    let dead = free_port();
+    let held = ReservedPort::new();
+    let dead = held.port();
     let p = Podproxy::start(
         &[
             format!("/down=http://127.0.0.1:{dead}"),
@@ -1529,7 +1530,8 @@ fn ready_status(admin: u16) -> u16 {
 #[test]
 fn ready_only_once_every_upstream_answers_and_the_health_check_passes() {
     // The / route's upstream is not up yet; /api is checked with GET /healthz (answered 200).
-    let late_port = free_port();
+    let late = ReservedPort::new();
+    let late_port = late.port();
     let api = Upstream::start();
     let p = Podproxy::start(
         &[
@@ -1555,7 +1557,7 @@ fn ready_only_once_every_upstream_answers_and_the_health_check_passes() {
         "ready file written while an upstream is down"
     );
 
-    let late = TcpListener::bind(("127.0.0.1", late_port)).expect("bind the late upstream");
+    let late = late.listen();
     let start = Instant::now();
     while ready_status(p.admin) != 200 {
         assert!(

@@ -5,6 +5,7 @@ mod support;
 use std::net::TcpListener;
 use std::time::Duration;
 
+use podkit_tests::ReservedPort;
 use support::*;
 
 #[test]
@@ -109,7 +110,8 @@ fn help_and_version_exit_0() {
 fn timeout_exits_124_with_one_line_per_target_still_not_ready() {
     let up = TcpListener::bind("127.0.0.1:0").expect("bind");
     let up_port = up.local_addr().expect("addr").port();
-    let down_port = free_port();
+    let down = ReservedPort::new();
+    let down_port = down.port();
     let out = run(&[
         "--timeout",
         "1s",
@@ -156,8 +158,9 @@ fn the_deadline_cuts_a_hanging_attempt_short() {
 #[test]
 fn sigterm_and_sigint_end_the_wait_with_143_and_130() {
     for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let down = ReservedPort::new();
         let mut guard =
-            Guard::spawn(waitfor().args(["--timeout", "0", &format!("127.0.0.1:{}", free_port())]));
+            Guard::spawn(waitfor().args(["--timeout", "0", &format!("127.0.0.1:{}", down.port())]));
         assert_still_waiting(&mut guard, Duration::from_millis(600));
         send_signal(guard.id(), signal);
         let out = guard.finish(Duration::from_secs(10));
@@ -205,10 +208,11 @@ fn command_that_cannot_run_exits_127_or_126_and_never_runs_after_timeout() {
     ));
 
     let flag = marker.path().join("ran");
+    let down = ReservedPort::new();
     let out = run(&[
         "--timeout",
         "300ms",
-        &format!("127.0.0.1:{}", free_port()),
+        &format!("127.0.0.1:{}", down.port()),
         "--",
         "/bin/touch",
         flag.to_str().expect("utf-8 path"),
@@ -219,7 +223,8 @@ fn command_that_cannot_run_exits_127_or_126_and_never_runs_after_timeout() {
 
 #[test]
 fn a_target_still_down_is_reported_every_ten_seconds_with_its_last_error() {
-    let port = free_port();
+    let down = ReservedPort::new();
+    let port = down.port();
     // Attempts every 200ms or less, so one falls between the 10s mark and the deadline.
     let out = run(&[
         "--timeout",

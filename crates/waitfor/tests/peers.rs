@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use podkit_tests::ReservedPort;
 use support::*;
 
 fn quiet(cmd: &mut Command) -> &mut Command {
@@ -65,10 +66,13 @@ fn postgres_is_ready_only_once_it_accepts_connections() {
     .expect("run initdb");
     assert!(status.success(), "initdb failed");
 
-    let port = free_port();
+    // Held while waitfor waits (see ReservedPort), let go for the server to bind.
+    let held = ReservedPort::new();
+    let port = held.port();
     let mut waiter =
         Guard::spawn(waitfor().args(["--timeout", "60s", &format!("postgres://127.0.0.1:{port}")]));
     assert_still_waiting(&mut waiter, Duration::from_millis(700));
+    drop(held);
     let _server = Guard::spawn(
         quiet(
             Command::new(&runuser)
@@ -97,13 +101,15 @@ fn postgres_is_ready_only_once_it_accepts_connections() {
 fn redis_is_ready_on_pong_and_on_noauth() {
     let redis = require_program(&["redis-server"], "redis-server");
     for (password, answer) in [(None, "PONG"), (Some("s3cret"), "NOAUTH")] {
-        let port = free_port();
+        let held = ReservedPort::new();
+        let port = held.port();
         let mut waiter = Guard::spawn(waitfor().args([
             "--timeout",
             "60s",
             &format!("redis://127.0.0.1:{port}"),
         ]));
         assert_still_waiting(&mut waiter, Duration::from_millis(500));
+        drop(held);
         let mut cmd = Command::new(&redis);
         cmd.args([
             "--port",
@@ -130,10 +136,12 @@ fn redis_is_ready_on_pong_and_on_noauth() {
 fn mariadb_is_ready_once_its_greeting_arrives() {
     let mariadbd = require_program(&["mariadbd", "/usr/sbin/mariadbd"], "mariadb-server");
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let held = ReservedPort::new();
+    let port = held.port();
     let mut waiter =
         Guard::spawn(waitfor().args(["--timeout", "60s", &format!("mysql://127.0.0.1:{port}")]));
     assert_still_waiting(&mut waiter, Duration::from_millis(500));
+    drop(held);
     let d = dir.path().display();
     let _server = Guard::spawn(quiet(Command::new(&mariadbd).args([
         "--no-defaults",

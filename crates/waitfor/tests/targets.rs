@@ -13,6 +13,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use podkit_tests::ReservedPort;
 use support::*;
 
 /// What the test server answers to its n-th request (counting from 1).
@@ -97,11 +98,12 @@ impl HttpServer {
 
 #[test]
 fn a_port_that_opens_late_is_waited_for() {
-    let port = free_port();
+    let late = ReservedPort::new();
+    let port = late.port();
     let mut guard =
         Guard::spawn(waitfor().args(["--timeout", "30s", &format!("127.0.0.1:{port}")]));
     assert_still_waiting(&mut guard, Duration::from_millis(800));
-    let _listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the late port");
+    let _listener = late.listen();
     let out = guard.finish(HANG_GUARD);
     out.assert_code(0)
         .assert_stderr_has(&format!("ready: tcp://127.0.0.1:{port} after"));
@@ -300,7 +302,8 @@ fn file_exists_and_nonempty() {
 fn any_is_satisfied_by_one_target() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let up = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
-    let down = format!("127.0.0.1:{}", free_port());
+    let held = ReservedPort::new();
+    let down = format!("127.0.0.1:{}", held.port());
     run(&["--timeout", "10s", "--any", &down, &up])
         .assert_code(0)
         .assert_stderr_has("ready: a target (--any)");

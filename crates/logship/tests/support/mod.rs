@@ -199,12 +199,9 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
-/// A loopback port nothing listens on (bound and released).
+/// A loopback port free a moment ago, for logship to bind at once.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
+    podkit_tests::free_loopback_port()
 }
 
 /// Polls `probe` every 20ms until it gives a value; fails the test after `limit`.

@@ -1,6 +1,6 @@
 //! A test receiver for logship's HTTP-based sinks: a real HTTP/1.1 server (hyper) on loopback that
 //! records every request (body gunzipped when it says so) and answers from a script, then from a
-//! reply function. It can be started late on a reserved port, stopped (every connection closed)
+//! reply function. It can be started late on a port held for it, stopped (every connection closed)
 //! and started again, to play a receiver that is down, failing, or slow. The reply functions in
 //! the tests follow each API's documented answer shapes (Loki's 204, Elasticsearch's bulk
 //! answer with per-item statuses, OTLP's ExportLogsServiceResponse).
@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use podkit_tests::ReservedPort;
 
 /// A request as the receiver got it.
 #[derive(Debug, Clone)]
@@ -100,25 +101,24 @@ pub struct Receiver {
     pub addr: SocketAddr,
     state: Arc<State>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The port, held while the receiver is down (see [`ReservedPort`]).
+    held: Option<ReservedPort>,
     tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Receiver {
     /// A receiver on a free loopback port, answering `reply` to everything.
     pub fn start(reply: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Receiver {
-        let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
-        let mut r = Receiver::stopped(addr, reply);
+        let mut r = Receiver::down(reply);
         r.resume();
         r
     }
 
-    /// A receiver for `addr` that is not listening yet (see [`Receiver::resume`]).
-    pub fn stopped(
-        addr: SocketAddr,
-        reply: impl Fn(&Received) -> Reply + Send + Sync + 'static,
-    ) -> Receiver {
+    /// A receiver that is down (its port held, connections refused) until [`Receiver::resume`].
+    pub fn down(reply: impl Fn(&Received) -> Reply + Send + Sync + 'static) -> Receiver {
+        let held = ReservedPort::new();
         Receiver {
-            addr,
+            addr: held.addr(),
             state: Arc::new(State {
                 requests: Mutex::new(Vec::new()),
                 messages: Mutex::new(Default::default()),
@@ -126,6 +126,7 @@ impl Receiver {
                 reply: Mutex::new(Arc::new(reply)),
             }),
             runtime: None,
+            held: Some(held),
             tls: None,
         }
     }
@@ -135,8 +136,7 @@ impl Receiver {
         config: rustls::ServerConfig,
         reply: impl Fn(&Received) -> Reply + Send + Sync + 'static,
     ) -> Receiver {
-        let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
-        let mut r = Receiver::stopped(addr, reply);
+        let mut r = Receiver::down(reply);
         r.tls = Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)));
         r.resume();
         r
@@ -175,19 +175,13 @@ impl Receiver {
         let state = Arc::clone(&self.state);
         let addr = self.addr;
         let tls = self.tls.clone();
-        let listener = rt.block_on(async {
-            let start = Instant::now();
-            loop {
-                match tokio::net::TcpListener::bind(addr).await {
-                    Ok(l) => break l,
-                    Err(e) if start.elapsed() < Duration::from_secs(10) => {
-                        let _ = e;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => panic!("receiver cannot bind {addr}: {e}"),
-                }
-            }
-        });
+        let held = self.held.take().unwrap_or_else(|| ReservedPort::at(addr));
+        let listener = held.listen();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let listener = {
+            let _entered = rt.enter();
+            tokio::net::TcpListener::from_std(listener).expect("listener")
+        };
         rt.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -222,13 +216,17 @@ impl Receiver {
     pub fn stop(&mut self) {
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_timeout(Duration::from_secs(1));
+            // Down, not gone: the port stays this receiver's.
+            self.held = Some(ReservedPort::at(self.addr));
         }
     }
 }
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.stop();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -126,12 +125,10 @@ pub fn run(args: &[&str]) -> Finished {
     Guard::spawn(waitfor().args(args)).finish(HANG_GUARD)
 }
 
-/// A loopback port nothing listens on right now.
+/// A loopback port free a moment ago, for a listener bound at once (a port that must stay
+/// free for a while is a `podkit_tests::ReservedPort`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind port 0")
+    podkit_tests::free_loopback_port()
 }
 
 /// Asserts the process is still waiting after `for_at_least`.
