@@ -81,8 +81,9 @@ pub struct Cli {
     pub drain_timeout: String,
 
     /// The longest time a client may take to send a request head, from its first bytes
-    /// (slowloris): an HTTP/1 head, an HTTP/2 header block or preface, or a connection's first
-    /// bytes before its protocol is known; the connection is closed.
+    /// (slowloris): an HTTP/1 head, an HTTP/2 header block (also with streams in flight: it
+    /// holds the connection) or preface, or a connection's first bytes before its protocol is
+    /// known; the connection is closed.
     #[arg(long, env = "PODPROXY_HEADER_READ_TIMEOUT", default_value = "10s")]
     pub header_read_timeout: String,
 

@@ -169,7 +169,16 @@ impl Activity {
         self.head_open.load(Ordering::Relaxed)
     }
 
-    fn set_head_open(&self, open: bool) {
+    /// An HTTP/2 header block is open (or, before the protocol is known, the first bytes
+    /// are): until it ends the client can send no other frame on the connection (RFC 9113
+    /// sections 4.3 and 6.10: only its CONTINUATION frames may follow), so it is timed by `--header-read-timeout`
+    /// whatever streams are in flight, and cut with them. An HTTP/1 head is timed only with
+    /// no request in flight: bytes that come then are the request's body or a pipelined head.
+    pub fn head_holds_connection(&self) -> bool {
+        !self.reads_heads() && self.head_open()
+    }
+
+    pub(crate) fn set_head_open(&self, open: bool) {
         if self.head_open.load(Ordering::Relaxed) != open {
             self.head_open.store(open, Ordering::Relaxed);
         }

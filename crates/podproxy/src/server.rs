@@ -90,7 +90,8 @@ impl Control {
         if asked & CUT != 0 {
             // Withdrawn if the head was complete after all (its request has started).
             let slow = self.activity.requests() == self.cut_at.load(Ordering::Acquire)
-                && self.activity.in_flight.load(Ordering::SeqCst) == 0;
+                && (self.activity.in_flight.load(Ordering::SeqCst) == 0
+                    || self.activity.head_holds_connection());
             if slow {
                 return true;
             }
@@ -128,8 +129,9 @@ struct Tracked {
 
 /// The sweeper's watch on a connection's next request head: the read and request counts last
 /// seen, and since when a head has been on its way with no request starting. On HTTP/1 that is
-/// since bytes came; on HTTP/2, and before the protocol is known, since the connection's
-/// `head_open` was first seen (a header block, or first bytes, on their way). hyper's own
+/// since bytes came with no request in flight; on HTTP/2, and before the protocol is known,
+/// since the connection's `head_open` was first seen (a header block, or first bytes, on their
+/// way), with streams in flight too (see `Activity::head_holds_connection`). hyper's own
 /// header timer was one timer per request (made, put in the timer wheel while a keep-alive
 /// connection waits, and dropped): about 4% of podproxy's instructions per request.
 #[derive(Debug, Default)]
@@ -144,11 +146,12 @@ impl HeadWatch {
     fn look(&mut self, activity: &Activity, now: Instant) -> Option<Duration> {
         let (reads, requests) = (activity.reads(), activity.requests());
         let on_its_way = requests == self.requests
-            && activity.in_flight.load(Ordering::SeqCst) == 0
             && if activity.reads_heads() {
-                reads != self.reads || self.since.is_some()
+                activity.in_flight.load(Ordering::SeqCst) == 0
+                    && (reads != self.reads || self.since.is_some())
             } else {
-                activity.head_open()
+                // Streams in flight or not: an open header block holds the whole connection.
+                activity.head_holds_connection()
             };
         if on_its_way {
             self.reads = reads;
@@ -753,6 +756,41 @@ mod tests {
         // The next head is timed from its own first bytes.
         activity.touch_read();
         assert_eq!(watch.look(&activity, at(12)), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn an_http2_header_block_is_timed_and_cut_with_streams_in_flight() {
+        let activity = Activity::new();
+        let mut watch = HeadWatch::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // A stream in flight (a long poll, an upload) and no header block open: nothing timed.
+        let stream = InFlight::new(&activity);
+        assert_eq!(watch.look(&activity, at(0)), None);
+        // A block begins and stalls: timed, stream in flight or not.
+        activity.set_head_open(true);
+        assert_eq!(watch.look(&activity, at(1)), Some(Duration::ZERO));
+        assert_eq!(watch.look(&activity, at(4)), Some(Duration::from_secs(3)));
+        let control = Control::new(Arc::clone(&activity));
+        control.ask_cut(watch.requests);
+        assert!(control.closing(), "cut with a stream in flight");
+        // A block that ends starts its request: the watch ends, and a cut asked before that
+        // is withdrawn.
+        let control = Control::new(Arc::clone(&activity));
+        control.ask_cut(watch.requests);
+        activity.set_head_open(false);
+        let second = InFlight::new(&activity);
+        assert!(!control.closing());
+        assert_eq!(watch.look(&activity, at(5)), None);
+        drop((stream, second));
+        // HTTP/1 is not changed by this: bytes read with a request in flight are its body.
+        let activity = Activity::new();
+        activity.set_reads_heads();
+        let mut watch = HeadWatch::default();
+        let _request = InFlight::new(&activity);
+        activity.touch_read();
+        assert_eq!(watch.look(&activity, at(6)), None);
+        assert_eq!(watch.look(&activity, at(9)), None);
     }
 
     #[test]

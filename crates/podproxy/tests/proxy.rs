@@ -1216,6 +1216,73 @@ fn an_http2_preface_or_header_block_left_unfinished_is_cut_after_the_header_read
 }
 
 #[test]
+fn an_http2_header_block_left_unfinished_is_cut_with_a_stream_in_flight() {
+    // A header block holds the whole connection until it ends (RFC 9113 sections 4.3 and
+    // 6.10), so a stream in flight (here an upload the upstream waits for) does not shield
+    // one left unfinished: without that, it held until --request-timeout.
+    let up = Upstream::start();
+    let p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &[
+            "--header-read-timeout",
+            "1s",
+            "--idle-timeout",
+            "30s",
+            "--request-timeout",
+            "60s",
+            "--upstream-response-timeout",
+            "60s",
+        ],
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+    let mut start = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    start.extend(h2_frame(4, 0, 0, b""));
+    // POST / on stream 1 (HPACK static index 3 for :method POST): END_HEADERS (4), not
+    // END_STREAM, so its body is still to come and the upstream waits for it.
+    let mut post = h2_get_block();
+    post[0] = 0x83;
+    start.extend(h2_frame(1, 4, 1, &post));
+    s.write_all(&start).expect("write");
+    s.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 4096];
+    // Past the header read timeout with the stream in flight and no block open: not cut.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(3) {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("closed with a stream in flight and no header block open"),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("closed with a stream in flight and no header block open ({e})"),
+        }
+    }
+    // GET on stream 3, HEADERS without END_HEADERS: a CONTINUATION is owed, and never comes.
+    s.write_all(&h2_frame(1, 1, 3, &h2_get_block()))
+        .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let stalled = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "still open {:?} after the block stalled ({e})",
+                stalled.elapsed()
+            ),
+        }
+    }
+    let took = stalled.elapsed();
+    assert!(took >= Duration::from_millis(900), "cut after {took:?}");
+    assert!(took < Duration::from_secs(8), "cut after {took:?}");
+}
+
+#[test]
 fn a_client_cannot_flood_the_log_with_http2_protocol_slips() {
     // h2 logs each PING ack it never asked for at WARN: 2,000 such frames (34 KB) made 2,000
     // log lines (about 300 KB). The h2 crate is kept to errors unless a directive names it.
