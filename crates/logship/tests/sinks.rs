@@ -1269,8 +1269,11 @@ input(type="imudp" port="{udp}" address="127.0.0.1")"#
     // rsyslog restarts: logship notices the closed connection and connects again; TCP loses
     // nothing (UDP, by its nature, may).
     rsyslog.stop();
+    // Down, its port held (see ReservedPort) so that no other test's listener takes it.
+    let held = podkit_tests::ReservedPort::at(std::net::SocketAddr::from(([127, 0, 0, 1], tcp)));
     append(&log, &seq_lines_with_traces(201, 200));
     std::thread::sleep(Duration::from_millis(500));
+    drop(held);
     rsyslog.resume(tcp);
     append(&log, &seq_lines_with_traces(401, 100));
     eventually("500 messages over TCP after the restart", LIMIT, || {
