@@ -395,17 +395,37 @@ fn while_a_sink_is_down_reading_pauses_memory_stays_flat_and_a_rotated_file_is_n
         }
     }
     // Reading stops at the in-flight bound: 4 queued + 4 in flight + 2 at the edges, 1 MiB each.
-    let read = eventually("reading to pause", LIMIT, || {
-        let a = sample(&metrics(admin), "logship_read_bytes_total", &[]);
-        let same = (0..3).all(|_| {
-            std::thread::sleep(Duration::from_millis(400));
-            sample(&metrics(admin), "logship_read_bytes_total", &[]) == a
-        });
-        let m = metrics(admin);
-        // Paused because the sink holds its bound, not because the reader is slow.
-        let full = sample(&m, "logship_sink_in_flight_batches", &[]) >= 4.0;
-        (a > 0.0 && same && full).then_some(a)
-    });
+    let last = std::cell::RefCell::new(String::new());
+    let read = eventually_or(
+        "reading to pause",
+        LIMIT,
+        || {
+            let a = sample(&metrics(admin), "logship_read_bytes_total", &[]);
+            let same = (0..3).all(|_| {
+                std::thread::sleep(Duration::from_millis(400));
+                sample(&metrics(admin), "logship_read_bytes_total", &[]) == a
+            });
+            let m = metrics(admin);
+            // Paused because the sink holds its bound, not because the reader is slow.
+            let full = sample(&m, "logship_sink_in_flight_batches", &[]) >= 4.0;
+            *last.borrow_mut() = m;
+            (a > 0.0 && same && full).then_some(a)
+        },
+        || {
+            let m = last.borrow();
+            let shown: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with("logship_read_bytes") || l.starts_with("logship_sink_"))
+                .collect();
+            let stderr = s.stderr();
+            let lines: Vec<&str> = stderr.lines().collect();
+            format!(
+                "last metrics:\n{}\nlogship's stderr, its last 40 lines:\n{}",
+                shown.join("\n"),
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            )
+        },
+    );
     assert!(
         read < 14.0 * 1024.0 * 1024.0,
         "read {read} bytes while the sink was down"

@@ -205,16 +205,29 @@ pub fn free_port() -> u16 {
 }
 
 /// Polls `probe` every 20ms until it gives a value; fails the test after `limit`.
-pub fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn eventually<T>(what: &str, limit: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    eventually_or(what, limit, probe, String::new)
+}
+
+/// [`eventually`], and on failure also prints what `context` tells (logship's stderr, say),
+/// so that a failure seen only in CI can be read from its log.
+pub fn eventually_or<T>(
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    context: impl FnOnce() -> String,
+) -> T {
     let start = Instant::now();
     loop {
         if let Some(v) = probe() {
             return v;
         }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if start.elapsed() >= limit {
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                context()
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
