@@ -287,12 +287,15 @@ pub fn free_loopback_port() -> u16 {
 /// A loopback port held for a peer that is down now and may come up later.
 ///
 /// The socket is bound but not listening: a connection to it is refused (RST), as
-/// to a stopped peer, and no other socket's port-0 pick on this machine can land on
-/// it (the kernel skips bound ports). A port that was merely free and released
-/// could be taken by any test's listener in the meantime, and the client under test
-/// would then talk to that one (a sink test's CI failure, reading that never paused
-/// while its receiver was "down", fits that). [`listen`]
-/// turns the same socket into the peer's listener, so the port is never free.
+/// to a stopped peer. No other socket's port-0 pick on this machine can land on it
+/// (the kernel skips bound ports), and a socket that binds it by number fails too:
+/// the hold is bound without SO_REUSEADDR, which every listener sets, and Linux
+/// lets two sockets share a port only if both set it (socket(7)). A port that was
+/// merely free and released could be taken by any test's listener in the meantime,
+/// and the client under test would then talk to that one (a sink test's CI failure,
+/// reading that never paused while its receiver was "down", fits that). [`listen`]
+/// turns the same socket into the peer's listener, so the port is never free. A
+/// peer that binds the port itself (a real server) starts once the hold is dropped.
 ///
 /// [`listen`]: ReservedPort::listen
 pub struct ReservedPort {
@@ -303,15 +306,17 @@ pub struct ReservedPort {
 impl ReservedPort {
     /// Holds a port the kernel picks.
     pub fn new() -> ReservedPort {
-        ReservedPort::bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind 127.0.0.1:0")
+        ReservedPort::bind(SocketAddr::from(([127, 0, 0, 1], 0)), false).expect("bind 127.0.0.1:0")
     }
 
-    /// Holds `addr` again (after its listener closed), trying for up to 10s while
-    /// the old listener's sockets let go of it.
+    /// Holds `addr` again after its listener closed, trying for up to 10s. This hold
+    /// sets SO_REUSEADDR, as it must to share the port with the old connections in
+    /// TIME_WAIT, so only port-0 picks are kept off it (the port was never free for
+    /// one to be made with it).
     pub fn at(addr: SocketAddr) -> ReservedPort {
         let start = Instant::now();
         loop {
-            match ReservedPort::bind(addr) {
+            match ReservedPort::bind(addr, true) {
                 Ok(port) => return port,
                 Err(e) if start.elapsed() < Duration::from_secs(10) => {
                     let _ = e;
@@ -322,15 +327,13 @@ impl ReservedPort {
         }
     }
 
-    fn bind(addr: SocketAddr) -> std::io::Result<ReservedPort> {
+    fn bind(addr: SocketAddr, reuse: bool) -> std::io::Result<ReservedPort> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::STREAM,
             Some(socket2::Protocol::TCP),
         )?;
-        // As every listener on Unix does (std's and tokio's too): the port can be held
-        // again while connections of the listener that closed are in TIME_WAIT.
-        socket.set_reuse_address(true)?;
+        socket.set_reuse_address(reuse)?;
         socket.bind(&addr.into())?;
         let addr = socket
             .local_addr()?
@@ -350,8 +353,12 @@ impl ReservedPort {
     /// The peer comes up: the held socket starts listening (blocking mode; call
     /// `set_nonblocking(true)` before handing it to tokio).
     pub fn listen(self) -> TcpListener {
+        // Set now, as every listener has it (std's and tokio's): its accepted connections
+        // inherit it, so the port can be held again ([`ReservedPort::at`]) while they are
+        // in TIME_WAIT.
         self.socket
-            .listen(1024)
+            .set_reuse_address(true)
+            .and_then(|()| self.socket.listen(1024))
             .unwrap_or_else(|e| panic!("listen on {}: {e}", self.addr));
         self.socket.into()
     }
@@ -585,17 +592,23 @@ mod tests {
         let held = ReservedPort::new();
         let refused = TcpStream::connect(held.addr()).expect_err("connected to a held port");
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        // A listener that asks for the port by number (std sets SO_REUSEADDR) is refused it.
+        assert!(TcpListener::bind(held.addr()).is_err(), "bound a held port");
         for _ in 0..3000 {
             let other = TcpListener::bind("127.0.0.1:0").expect("bind");
             assert_ne!(other.local_addr().expect("addr").port(), held.port());
         }
         let addr = held.addr();
         let listener = held.listen();
-        let _client = TcpStream::connect(addr).expect("connect once listening");
-        listener.accept().expect("accept");
+        let client = TcpStream::connect(addr).expect("connect once listening");
+        // The listener's side closes first, so its socket goes to TIME_WAIT on the port.
+        drop(listener.accept().expect("accept"));
         drop(listener);
-        // Held again after the listener closed, with an accepted connection's TIME_WAIT.
-        let again = ReservedPort::at(addr);
+        let mut end = [0u8; 1];
+        assert_eq!((&client).read(&mut end).expect("read the close"), 0);
+        drop(client);
+        // Held again at once (no wait for TIME_WAIT to end).
+        let again = ReservedPort::bind(addr, true).expect("hold the port again");
         assert_eq!(again.addr(), addr);
         let refused = TcpStream::connect(addr).expect_err("connected to a held port");
         assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);

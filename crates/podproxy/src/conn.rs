@@ -172,8 +172,12 @@ impl Activity {
     /// An HTTP/2 header block is open (or, before the protocol is known, the first bytes
     /// are): until it ends the client can send no other frame on the connection (RFC 9113
     /// sections 4.3 and 6.10: only its CONTINUATION frames may follow), so it is timed by `--header-read-timeout`
-    /// whatever streams are in flight, and cut with them. An HTTP/1 head is timed only with
-    /// no request in flight: bytes that come then are the request's body or a pipelined head.
+    /// whatever streams are in flight, and cut with them. It is timed by what podproxy has
+    /// read: h2 stops reading while it cannot queue its own answers (a PING's, say) behind a
+    /// response the client is slow to take, so a block can look open for as long as such a
+    /// client takes to read; over `--header-read-timeout` (10s) that takes a link of a few
+    /// kB/s. An HTTP/1 head is timed only with no request in flight: bytes that come then are
+    /// the request's body or a pipelined head.
     pub fn head_holds_connection(&self) -> bool {
         !self.reads_heads() && self.head_open()
     }

@@ -88,7 +88,8 @@ impl Control {
     fn closing(&self) -> bool {
         let asked = self.ask.load(Ordering::Acquire);
         if asked & CUT != 0 {
-            // Withdrawn if the head was complete after all (its request has started).
+            // Withdrawn if the head was complete after all: its request has started, or, with
+            // HTTP/2 streams in flight, the header block has ended (a request, or trailers).
             let slow = self.activity.requests() == self.cut_at.load(Ordering::Acquire)
                 && (self.activity.in_flight.load(Ordering::SeqCst) == 0
                     || self.activity.head_holds_connection());
