@@ -542,6 +542,30 @@ fn per_file_metrics_survive_a_rename_rotation() {
 }
 
 #[test]
+fn the_admin_address_is_logged_so_a_port_the_kernel_picks_can_be_found() {
+    let s = Scene::new();
+    append(&s.log("app.log"), "one\n");
+    let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--admin", "127.0.0.1:0"]));
+    let mark = "admin endpoints on http://127.0.0.1:";
+    let port: u16 = eventually("the admin address in the log", LIMIT, || {
+        let err = s.stderr();
+        let rest = &err[err.find(mark)? + mark.len()..];
+        rest.split(':').next()?.parse().ok()
+    });
+    assert_ne!(port, 0);
+    s.wait_for("the line", |l| !l.is_empty());
+    let live = http_get(port, "/live").unwrap_or_default();
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    let metrics = eventually("the line counted in /metrics", LIMIT, || {
+        let m = http_get(port, "/metrics")?;
+        m.contains("logship_read_lines_total").then_some(m)
+    });
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    g.signal("TERM");
+    assert_eq!(g.finish(LIMIT).0, Some(0), "{}", s.stderr());
+}
+
+#[test]
 fn exit_on_file_reads_everything_then_exits_0() {
     let s = Scene::new();
     let done = s.dir.path().join("job-done");

@@ -82,6 +82,11 @@ impl Admin {
 
     /// Serves until `shutdown` fires. Connections in progress are finished, not cut.
     pub async fn serve(self, listener: TcpListener, mut shutdown: Shutdown) {
+        // The address bound, so that `--admin 127.0.0.1:0` (a port the kernel picks) can be
+        // found, and an operator sees where to look.
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(admin = %addr, "admin endpoints on http://{addr}: /live, /ready, /metrics");
+        }
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
