@@ -196,46 +196,57 @@ struct Podproxy {
 }
 
 impl Podproxy {
+    /// podproxy on ports the kernel picks (`:0`), read back from its log: no port is ever
+    /// free between a pick and podproxy's bind for another listener to take.
     fn start(routes: &[String], extra: &[&str]) -> Podproxy {
-        let port = free_port();
-        let admin = free_port();
         let dir = tempfile::tempdir().expect("tempdir");
+        let stderr = dir.path().join("stderr");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podproxy"));
-        cmd.args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .args([
-            "--access-log",
-            &dir.path().join("access.log").display().to_string(),
-        ])
-        .args([
-            "--ready-file",
-            &dir.path().join("ready").display().to_string(),
-        ])
-        .args(["--log-format", "text"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        cmd.args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args([
+                "--access-log",
+                &dir.path().join("access.log").display().to_string(),
+            ])
+            .args([
+                "--ready-file",
+                &dir.path().join("ready").display().to_string(),
+            ])
+            .args(["--log-format", "text"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
         for r in routes {
             cmd.arg("--route").arg(r);
         }
         cmd.args(extra);
-        let child = cmd.spawn().expect("spawn podproxy");
-        let p = Podproxy {
+        let mut child = cmd.spawn().expect("spawn podproxy");
+        // "podproxy listening on 127.0.0.1:P[, more]: routes" (this --listen is the first) and
+        // "admin endpoints on http://127.0.0.1:A: ...".
+        let port_after = |log: &str, mark: &str| -> Option<u16> {
+            let rest = &log[log.find(mark)? + mark.len()..];
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        };
+        let start = Instant::now();
+        let (port, admin) = loop {
+            let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+            let port = port_after(&log, "podproxy listening on 127.0.0.1:");
+            let admin = port_after(&log, "admin endpoints on http://127.0.0.1:");
+            if let (Some(port), Some(admin)) = (port, admin) {
+                break (port, admin);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("podproxy exited ({status}) before listening: {log}");
+            }
+            assert!(start.elapsed() < LIMIT, "podproxy never listened: {log}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Podproxy {
             child,
             port,
             admin,
             dir,
-        };
-        let start = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < LIMIT, "podproxy never listened");
-            std::thread::sleep(Duration::from_millis(10));
         }
-        p
     }
 
     /// Sends SIGTERM, as the kubelet does to start a drain.
