@@ -510,15 +510,10 @@ fn sigterm_drains_everything_written_including_an_unfinished_last_line() {
 #[test]
 fn per_file_metrics_survive_a_rename_rotation() {
     let s = Scene::new();
-    let admin = free_port();
     let log = s.log("app.log");
     append(&log, "one\ntwo\n");
-    let g = Guard::spawn(&mut s.logship(&[
-        "--path",
-        &s.glob("*.log"),
-        "--admin",
-        &format!("127.0.0.1:{admin}"),
-    ]));
+    let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--admin", "127.0.0.1:0"]));
+    let admin = s.admin_port();
     s.wait_for("the first lines", |l| l.len() >= 2);
     std::fs::rename(&log, s.log("app.log.1")).expect("rotate");
     append(&log, "three\n");
@@ -546,12 +541,8 @@ fn the_admin_address_is_logged_so_a_port_the_kernel_picks_can_be_found() {
     let s = Scene::new();
     append(&s.log("app.log"), "one\n");
     let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log"), "--admin", "127.0.0.1:0"]));
-    let mark = "admin endpoints on http://127.0.0.1:";
-    let port: u16 = eventually("the admin address in the log", LIMIT, || {
-        let err = s.stderr();
-        let rest = &err[err.find(mark)? + mark.len()..];
-        rest.split(':').next()?.parse().ok()
-    });
+    // Read from the log: "admin endpoints on http://127.0.0.1:PORT: ...".
+    let port = s.admin_port();
     assert_ne!(port, 0);
     s.wait_for("the line", |l| !l.is_empty());
     let live = http_get(port, "/live").unwrap_or_default();

@@ -282,7 +282,6 @@ fn https_with_mutual_tls_basic_auth_and_no_compression() {
 #[test]
 fn a_receiver_down_at_start_failing_down_again_and_slow_gets_every_line() {
     let s = Scene::new();
-    let admin = free_port();
     let mut rx = Receiver::down(|_| Reply::status(200));
     append(&s.log("app.log"), &seq_lines(1, 1000));
     let g = Guard::spawn(&mut logship_to(
@@ -290,13 +289,14 @@ fn a_receiver_down_at_start_failing_down_again_and_slow_gets_every_line() {
         &rx.url("http", "/"),
         &[
             "--admin",
-            &format!("127.0.0.1:{admin}"),
+            "127.0.0.1:0",
             "--batch-max-lines",
             "100",
             "--request-timeout",
             "1s",
         ],
     ));
+    let admin = s.admin_port();
     // Down at start: not ready, connection failures counted.
     eventually("connect failures while the receiver is down", LIMIT, || {
         let m = metrics(admin);
@@ -372,18 +372,13 @@ fn a_receiver_down_at_start_failing_down_again_and_slow_gets_every_line() {
 #[test]
 fn while_a_sink_is_down_reading_pauses_memory_stays_flat_and_a_rotated_file_is_not_lost() {
     let s = Scene::new();
-    let admin = free_port();
     let mut rx = Receiver::down(|_| Reply::status(204));
     let g = Guard::spawn(&mut logship_to(
         &s,
         &rx.url("http", "/"),
-        &[
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-            "--compression",
-            "none",
-        ],
+        &["--admin", "127.0.0.1:0", "--compression", "none"],
     ));
+    let admin = s.admin_port();
     // 24 MiB of 200-byte lines while the receiver is down.
     let pad = ".".repeat(188);
     let mut chunk = String::new();
@@ -524,7 +519,6 @@ fn batches_keep_their_line_and_byte_bounds_and_a_quiet_file_is_sent_at_the_timeo
 #[test]
 fn a_refused_batch_goes_to_the_dead_letter_file_and_shipping_goes_on() {
     let s = Scene::new();
-    let admin = free_port();
     let rx = Receiver::start(|_| Reply::status(200));
     rx.script([Reply::status(400).body("{\"error\":\"entry too old\"}")]);
     let dead = s.dir.path().join("dead.ndjson");
@@ -538,9 +532,10 @@ fn a_refused_batch_goes_to_the_dead_letter_file_and_shipping_goes_on() {
             "--dead-letter-file",
             dead.to_str().expect("utf-8"),
             "--admin",
-            &format!("127.0.0.1:{admin}"),
+            "127.0.0.1:0",
         ],
     ));
+    let admin = s.admin_port();
     let m = eventually("30 lines acknowledged", LIMIT, || {
         let m = metrics(admin);
         (sample(&m, "logship_shipped_lines_total", &[]) >= 30.0).then_some(m)
@@ -590,7 +585,6 @@ fn a_refused_batch_goes_to_the_dead_letter_file_and_shipping_goes_on() {
 #[test]
 fn a_batch_too_large_for_the_receiver_is_sent_in_halves() {
     let s = Scene::new();
-    let admin = free_port();
     let rx = Receiver::start(|r| {
         if ndjson_messages(&r.body).len() > 8 || r.body.len() > 4000 {
             Reply::status(413).body("request entity too large")
@@ -610,9 +604,10 @@ fn a_batch_too_large_for_the_receiver_is_sent_in_halves() {
             "--dead-letter-file",
             dead.to_str().expect("utf-8"),
             "--admin",
-            &format!("127.0.0.1:{admin}"),
+            "127.0.0.1:0",
         ],
     ));
+    let admin = s.admin_port();
     let m = eventually("51 lines acknowledged", LIMIT, || {
         let m = metrics(admin);
         (sample(&m, "logship_shipped_lines_total", &[]) >= 51.0).then_some(m)
@@ -671,7 +666,6 @@ fn shipped_20_after_retries(admin: u16, rx: &Receiver, reason: &str, failures: f
 #[test]
 fn unauthorized_and_forbidden_are_retried_until_taken() {
     let s = Scene::new();
-    let admin = free_port();
     let rx = Receiver::start(|_| Reply::status(200));
     rx.script([
         Reply::status(401).body("invalid token"),
@@ -681,8 +675,9 @@ fn unauthorized_and_forbidden_are_retried_until_taken() {
     let g = Guard::spawn(&mut logship_to(
         &s,
         &rx.url("http", "/"),
-        &["--admin", &format!("127.0.0.1:{admin}")],
+        &["--admin", "127.0.0.1:0"],
     ));
+    let admin = s.admin_port();
     shipped_20_after_retries(admin, &rx, "status_401_403", 2.0);
     assert!(
         s.stderr().contains("answered 401; check the credentials"),
@@ -699,7 +694,6 @@ fn a_status_outside_100_to_599_is_retried_not_refused() {
     // receiver, or a broken proxy in front of it), so the batch is kept and sent again, never
     // refused to the dead-letter file as a 4xx would be.
     let s = Scene::new();
-    let admin = free_port();
     let rx = Receiver::start(|_| Reply::status(200));
     rx.script([Reply::status(999), Reply::status(600)]);
     let dead = s.dir.path().join("dead.ndjson");
@@ -709,11 +703,12 @@ fn a_status_outside_100_to_599_is_retried_not_refused() {
         &rx.url("http", "/"),
         &[
             "--admin",
-            &format!("127.0.0.1:{admin}"),
+            "127.0.0.1:0",
             "--dead-letter-file",
             dead.to_str().expect("utf-8"),
         ],
     ));
+    let admin = s.admin_port();
     shipped_20_after_retries(admin, &rx, "invalid_status", 2.0);
     assert_eq!(
         rx.requests()
@@ -882,7 +877,6 @@ fn elasticsearch_retries_only_the_items_that_failed_for_now() {
             .body(body.to_string())
     });
     append(&s.log("app.log"), &seq_lines(1, 100));
-    let admin = free_port();
     let g = Guard::spawn(&mut logship_to(
         &s,
         &rx.url("elasticsearch", "/logs-app-default"),
@@ -892,9 +886,10 @@ fn elasticsearch_retries_only_the_items_that_failed_for_now() {
             "--dead-letter-file",
             dead.to_str().expect("utf-8"),
             "--admin",
-            &format!("127.0.0.1:{admin}"),
+            "127.0.0.1:0",
         ],
     ));
+    let admin = s.admin_port();
     let expected: Vec<u64> = (1..=100).filter(|n| n % 10 != 7).collect();
     eventually("every item but the refused ones created", LIMIT, || {
         let counts = seq_counts(&created.lock().expect("lock"));
@@ -966,7 +961,6 @@ fn otlp_protobuf_decoded_with_the_official_definitions_and_partial_success() {
     use prost::Message;
 
     let s = Scene::new();
-    let admin = free_port();
     let calls = Arc::new(AtomicUsize::new(0));
     let calls2 = Arc::clone(&calls);
     let rx = Receiver::start(move |_| {
@@ -985,18 +979,14 @@ fn otlp_protobuf_decoded_with_the_official_definitions_and_partial_success() {
     let mut cmd = logship_to(
         &s,
         &rx.url("otlp", ""),
-        &[
-            "--batch-max-lines",
-            "10",
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ],
+        &["--batch-max-lines", "10", "--admin", "127.0.0.1:0"],
     );
     cmd.env("POD_NAME", "web-1")
         .env("POD_NAMESPACE", "prod")
         .env("CONTAINER_NAME", "app")
         .env("NODE_NAME", "node-a");
     let g = Guard::spawn(&mut cmd);
+    let admin = s.admin_port();
     let decode = |body: &[u8]| -> Vec<String> {
         let req = ExportLogsServiceRequest::decode(body).expect("an ExportLogsServiceRequest");
         req.resource_logs

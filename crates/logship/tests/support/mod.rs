@@ -84,6 +84,23 @@ impl Scene {
         self.dir.path().join("logship.stderr")
     }
 
+    /// The port logship's admin server bound for `--admin 127.0.0.1:0` (a port the kernel
+    /// picks, so never one another listener could take first), read from its log.
+    pub fn admin_port(&self) -> u16 {
+        let mark = "admin endpoints on http://127.0.0.1:";
+        eventually_or(
+            "logship's admin address in its log",
+            Duration::from_secs(60),
+            || {
+                let err = self.stderr();
+                let rest = &err[err.find(mark)? + mark.len()..];
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            },
+            || self.stderr(),
+        )
+    }
+
     /// Everything logship wrote to stderr so far.
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.stderr_path()).unwrap_or_default()
