@@ -287,12 +287,21 @@ fn torture(mut http: Option<&mut Receiver>, replay_batches_per_kill: usize) {
         let missing: Vec<usize> = (1..=LINES_PER_STREAM as usize)
             .filter(|&i| !seen[i])
             .collect();
-        assert!(
-            missing.is_empty(),
-            "{stream}: {} lines missing, first {:?}",
-            missing.len(),
-            &missing[..missing.len().min(10)]
-        );
+        if !missing.is_empty() {
+            // What logship said about this stream's files, across its runs (its stderr is
+            // appended at each restart), so that a loss seen only in CI can be traced.
+            let stderr = s.stderr();
+            let about: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.contains(&format!("/{stream}.log")) && !l.contains("trying again"))
+                .collect();
+            panic!(
+                "{stream}: {} lines missing, first {:?}\nlogship on {stream}'s files, its last 80 lines:\n{}",
+                missing.len(),
+                &missing[..missing.len().min(10)],
+                about[about.len().saturating_sub(80)..].join("\n")
+            );
+        }
     }
     // What a kill can replay: what was read but not yet acknowledged and checkpointed. That is
     // the sink queue (QUEUE_BATCHES + the batch being written), the batches written but not
