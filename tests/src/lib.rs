@@ -284,6 +284,14 @@ pub fn free_loopback_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
+/// The port in the first `mark` of `log` (a line such as "listening on 127.0.0.1:PORT"
+/// with `mark` ending at the colon): how a test finds a port a binary bound for `:0`.
+pub fn port_in_log(log: &str, mark: &str) -> Option<u16> {
+    let rest = &log[log.find(mark)? + mark.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 /// A loopback port held for a peer that is down now and may come up later.
 ///
 /// The socket is bound but not listening: a connection to it is refused (RST), as
@@ -318,8 +326,7 @@ impl ReservedPort {
         loop {
             match ReservedPort::bind(addr, true) {
                 Ok(port) => return port,
-                Err(e) if start.elapsed() < Duration::from_secs(10) => {
-                    let _ = e;
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
                     thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => panic!("cannot hold {addr} again: {e}"),

@@ -222,16 +222,11 @@ impl Podproxy {
         let mut child = cmd.spawn().expect("spawn podproxy");
         // "podproxy listening on 127.0.0.1:P[, more]: routes" (this --listen is the first) and
         // "admin endpoints on http://127.0.0.1:A: ...".
-        let port_after = |log: &str, mark: &str| -> Option<u16> {
-            let rest = &log[log.find(mark)? + mark.len()..];
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        };
         let start = Instant::now();
         let (port, admin) = loop {
             let log = std::fs::read_to_string(&stderr).unwrap_or_default();
-            let port = port_after(&log, "podproxy listening on 127.0.0.1:");
-            let admin = port_after(&log, "admin endpoints on http://127.0.0.1:");
+            let port = podkit_tests::port_in_log(&log, "podproxy listening on 127.0.0.1:");
+            let admin = podkit_tests::port_in_log(&log, "admin endpoints on http://127.0.0.1:");
             if let (Some(port), Some(admin)) = (port, admin) {
                 break (port, admin);
             }
@@ -1136,6 +1131,23 @@ fn h2_get_block() -> Vec<u8> {
     block
 }
 
+/// Reads (and drops: SETTINGS, a GOAWAY) until podproxy closes the connection; how long that
+/// took. Fails if it is still open after 15 s.
+fn closed_within_15s(s: &mut TcpStream, what: &str) -> Duration {
+    s.set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let start = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("{what}: still open after {:?} ({e})", start.elapsed()),
+        }
+    }
+}
+
 /// Reads frames from an HTTP/2 connection until the answer's HEADERS (type 1) on stream 1.
 fn read_h2_answer_on_stream_1(s: &mut TcpStream) {
     let answered = |mut b: &[u8]| {
@@ -1188,20 +1200,7 @@ fn an_http2_preface_or_header_block_left_unfinished_is_cut_after_the_header_read
         std::thread::spawn(move || {
             let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
             s.write_all(&sent).expect("write");
-            s.set_read_timeout(Some(Duration::from_secs(15)))
-                .expect("timeout");
-            let start = Instant::now();
-            let mut buf = [0u8; 4096];
-            // SETTINGS (and a GOAWAY) may come before the close.
-            loop {
-                match s.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-                    Err(e) => panic!("{what}: still open after {:?} ({e})", start.elapsed()),
-                }
-            }
-            (what, start.elapsed())
+            (what, closed_within_15s(&mut s, what))
         })
     });
     for client in clients {
@@ -1274,21 +1273,10 @@ fn an_http2_header_block_left_unfinished_is_cut_with_a_stream_in_flight() {
     // GET on stream 3, HEADERS without END_HEADERS: a CONTINUATION is owed, and never comes.
     s.write_all(&h2_frame(1, 1, 3, &h2_get_block()))
         .expect("write");
-    s.set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("timeout");
-    let stalled = Instant::now();
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
-            Err(e) => panic!(
-                "still open {:?} after the block stalled ({e})",
-                stalled.elapsed()
-            ),
-        }
-    }
-    let took = stalled.elapsed();
+    let took = closed_within_15s(
+        &mut s,
+        "a HEADERS frame without END_HEADERS beside a stream",
+    );
     assert!(took >= Duration::from_millis(900), "cut after {took:?}");
     assert!(took < Duration::from_secs(8), "cut after {took:?}");
 }

@@ -91,12 +91,7 @@ impl Scene {
         eventually_or(
             "logship's admin address in its log",
             Duration::from_secs(60),
-            || {
-                let err = self.stderr();
-                let rest = &err[err.find(mark)? + mark.len()..];
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().ok()
-            },
+            || podkit_tests::port_in_log(&self.stderr(), mark),
             || self.stderr(),
         )
     }
