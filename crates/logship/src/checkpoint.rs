@@ -16,9 +16,18 @@ use crate::identity::{DevIno, Head};
 /// The file name inside the checkpoint directory.
 pub const FILE_NAME: &str = "checkpoints.json";
 const FORMAT_VERSION: u32 = 1;
-/// How many finished files (rotated away, deleted, truncated) are remembered, so that a copy of
-/// one that shows up again is recognized. The oldest are forgotten first.
+/// How many finished files (rotated away, deleted, truncated) are remembered at most, so that a
+/// copy of one that shows up again is recognized. The oldest are forgotten first.
 pub const MAX_RELEASED: usize = 4096;
+/// How long a finished file is remembered at least (within [`MAX_RELEASED`]): a copy, a file
+/// renamed further up a rotation chain, or one found after a restart within this window resumes
+/// where it was acknowledged. Vector's checkpointer keeps a removed file's position for 60 s
+/// (`EXPIRATION_GRACE_DURATION` in its file-source `checkpointer.rs`); rotation schemes that copy
+/// late (logrotate's `delaycompress`) or a sidecar down for minutes need longer.
+pub const RELEASED_RETENTION_SECS: u64 = 600;
+/// How many of a path's latest finished files are remembered past [`RELEASED_RETENTION_SECS`]
+/// (within [`MAX_RELEASED`]): its last generations, for a logship that was down longer.
+pub const RELEASED_KEEP_PER_PATH: usize = 8;
 
 /// A file's identity and acknowledged position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +39,10 @@ pub struct Entry {
     pub head_hash: u64,
     /// Every byte before this offset has been acknowledged by every sink.
     pub offset: u64,
+    /// When the file was let go or truncated (Unix seconds): the entry is then only remembered,
+    /// and expires (see [`RELEASED_RETENTION_SECS`]). None while a file is tracked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<u64>,
 }
 
 impl Entry {
@@ -203,6 +216,14 @@ impl Store {
 /// A tracked file's number for the life of the process.
 pub type FileId = u64;
 
+/// Seconds since the Unix epoch, for [`Entry::released_at`].
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 #[derive(Debug)]
 struct Tracked {
     entry: Entry,
@@ -213,32 +234,56 @@ struct Tracked {
     predecessor: Option<FileId>,
 }
 
+/// What [`Positions::claim`] found for a file about to be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The remembered identity and acknowledged offset.
+    pub entry: Entry,
+    /// A file still tracked (let go or truncated, its last lines not yet acknowledged) with the
+    /// same content: the new file follows its acknowledgements.
+    pub tracked: Option<FileId>,
+}
+
 /// The positions of every file, shared by the reader (which registers and releases files) and
-/// the acknowledgement path (which advances offsets). Saved by the checkpoint task.
+/// the acknowledgement path (which advances offsets). Saved by the checkpoint task, which
+/// [`Positions::changed`] wakes.
 #[derive(Debug, Default)]
 pub struct Positions {
     state: Mutex<State>,
+    changed: tokio::sync::Notify,
 }
 
 #[derive(Debug, Default)]
 struct State {
     tracked: HashMap<FileId, Tracked>,
-    /// Entries loaded at start or released since, not tracked by any open file.
-    remembered: Vec<(u64, Entry)>,
-    release_counter: u64,
+    /// Entries loaded at start or released since, not tracked by any open file; each with
+    /// [`Entry::released_at`] set.
+    remembered: Vec<Entry>,
     dirty: bool,
     /// Snapshots taken so far.
     generation: u64,
 }
 
 impl Positions {
+    /// Positions from the checkpoint file. Its entries are remembered, not tracked, until a file
+    /// claims them; the ones of files tracked when it was written count as released now.
     pub fn new(loaded: Vec<Entry>) -> Positions {
-        let remembered = loaded.into_iter().map(|e| (0, e)).collect();
+        let now = unix_now();
+        let remembered = loaded
+            .into_iter()
+            .map(|mut e| {
+                e.released_at.get_or_insert(now);
+                e
+            })
+            .collect();
+        let mut state = State {
+            remembered,
+            ..State::default()
+        };
+        state.expire(now);
         Positions {
-            state: Mutex::new(State {
-                remembered,
-                ..State::default()
-            }),
+            state: Mutex::new(state),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -246,23 +291,94 @@ impl Positions {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Finds and removes the remembered entry that describes `file`, whose current head is
-    /// `head` (see [`crate::identity`]): a fingerprint entry matches by content alone (a hash
-    /// comparison); a shorter one needs the same device and inode, and the file must still
-    /// start with the bytes it was taken from (the only case that reads the file).
-    pub fn claim(&self, dev_ino: DevIno, file: &File, head: Head) -> Option<Entry> {
+    /// Marks the state changed and wakes the checkpoint task.
+    fn touch(&self, state: &mut State) {
+        state.dirty = true;
+        self.changed.notify_one();
+    }
+
+    /// Resolves when positions changed since the last snapshot was taken (or since the last
+    /// call): the checkpoint task waits on it instead of polling.
+    pub async fn changed(&self) {
+        if self.lock().dirty {
+            return;
+        }
+        self.changed.notified().await;
+    }
+
+    /// The remembered position of `file`, whose current head is `head` (see
+    /// [`crate::identity`]).
+    ///
+    /// - A full fingerprint matches by content alone, among the remembered entries and the
+    ///   tracked ones (a copy of a file still being read to its end), and the furthest
+    ///   acknowledged offset wins: every such entry describes the same bytes. A remembered match
+    ///   is kept, not consumed, so that a second copy (a rotation chain renamed further up, a
+    ///   restart) resumes as well; it expires like any other.
+    /// - A shorter head needs the same device and inode, and the file must still start with the
+    ///   bytes it was taken from; or, when the file it described was truncated in place since
+    ///   (its path holds that inode with other bytes: copytruncate while logship was down), any
+    ///   file that starts with all those bytes is its copy. That entry is consumed, since the
+    ///   content it described is now tracked again.
+    pub fn claim(&self, dev_ino: DevIno, file: &File, head: Head) -> Option<Claim> {
         let mut state = self.lock();
-        let found = state.remembered.iter().rposition(|(_, e)| {
-            let theirs = e.head();
-            if theirs.is_fingerprint() {
-                theirs == head
-            } else {
-                e.dev_ino() == dev_ino
-                    && head.len >= theirs.len
-                    && theirs.is_prefix_of(file).unwrap_or(false)
+        if head.is_fingerprint() {
+            let remembered = state
+                .remembered
+                .iter()
+                .filter(|e| e.head() == head)
+                .max_by_key(|e| e.offset)
+                .map(|e| Claim {
+                    entry: e.clone(),
+                    tracked: None,
+                });
+            let tracked = state
+                .tracked
+                .iter()
+                .filter(|(_, t)| t.entry.head() == head)
+                .max_by_key(|(_, t)| t.entry.offset)
+                .map(|(&id, t)| Claim {
+                    entry: t.entry.clone(),
+                    tracked: Some(id),
+                });
+            let found = match (remembered, tracked) {
+                (Some(r), Some(t)) if r.entry.offset > t.entry.offset => Some(Claim {
+                    entry: r.entry,
+                    tracked: t.tracked,
+                }),
+                (r, Some(t)) => Some(Claim {
+                    entry: Entry {
+                        offset: t.entry.offset.max(r.map_or(0, |r| r.entry.offset)),
+                        ..t.entry
+                    },
+                    tracked: t.tracked,
+                }),
+                (r, None) => r,
+            };
+            if found.is_some() {
+                return found;
             }
-        })?;
-        Some(state.remembered.swap_remove(found).1)
+        }
+        // The furthest of them, should several describe these bytes: each offset is within
+        // the bytes matched, so each is safe, and the furthest replays least.
+        let found = state
+            .remembered
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                let theirs = e.head();
+                !theirs.is_fingerprint()
+                    && head.len >= theirs.len
+                    && (e.dev_ino() == dev_ino || truncated_in_place(e))
+                    && theirs.is_prefix_of(file).unwrap_or(false)
+            })
+            .max_by_key(|(_, e)| e.offset)
+            .map(|(i, _)| i)?;
+        let entry = state.remembered.swap_remove(found);
+        self.touch(&mut state);
+        Some(Claim {
+            entry,
+            tracked: None,
+        })
     }
 
     /// Starts tracking a file at `entry.offset`.
@@ -281,6 +397,7 @@ impl Positions {
         if let Some(acked) = acked {
             entry.offset = entry.offset.min(acked);
         }
+        entry.released_at = None;
         state.tracked.insert(
             id,
             Tracked {
@@ -289,7 +406,7 @@ impl Positions {
                 predecessor: predecessor.filter(|_| acked.is_some()),
             },
         );
-        state.dirty = true;
+        self.touch(&mut state);
     }
 
     /// The file's head, path or identity changed (it grew, or was renamed).
@@ -303,7 +420,7 @@ impl Positions {
             if t.entry.path != path {
                 t.entry.path = path.to_string();
             }
-            state.dirty = true;
+            self.touch(&mut state);
         }
     }
 
@@ -321,6 +438,7 @@ impl Positions {
         if done {
             state.retire(id);
         }
+        self.touch(&mut state);
     }
 
     /// Every sink has acknowledged these positions.
@@ -343,7 +461,7 @@ impl Positions {
         for id in retire {
             state.retire(id);
         }
-        state.dirty = true;
+        self.touch(&mut state);
     }
 
     /// The acknowledged offset of a tracked file.
@@ -365,9 +483,10 @@ impl Positions {
         self.lock().take_snapshot()
     }
 
-    /// A snapshot could not be saved: the next periodic save tries again.
+    /// A snapshot could not be saved: the next save tries again.
     pub fn mark_dirty(&self) {
-        self.lock().dirty = true;
+        let mut state = self.lock();
+        self.touch(&mut state);
     }
 
     /// How many bytes a tracked file has that are not yet acknowledged, given its size.
@@ -378,30 +497,66 @@ impl Positions {
     }
 }
 
+/// Whether the file an entry describes is still at its path, on its inode, but no longer starts
+/// with the entry's bytes: it was truncated (and perhaps written again) in place.
+fn truncated_in_place(e: &Entry) -> bool {
+    let Ok(file) = File::open(&e.path) else {
+        return false;
+    };
+    file.metadata().is_ok_and(|m| DevIno::of(&m) == e.dev_ino())
+        && !e.head().is_prefix_of(&file).unwrap_or(true)
+}
+
 impl State {
     fn retire(&mut self, id: FileId) {
-        if let Some(t) = self.tracked.remove(&id) {
-            self.release_counter += 1;
-            self.remembered.push((self.release_counter, t.entry));
-            if self.remembered.len() > MAX_RELEASED {
-                if let Some(oldest) = self
-                    .remembered
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, (n, _))| *n)
-                    .map(|(i, _)| i)
-                {
-                    self.remembered.swap_remove(oldest);
-                }
+        let Some(t) = self.tracked.remove(&id) else {
+            return;
+        };
+        let mut entry = t.entry;
+        let now = unix_now();
+        entry.released_at = Some(now);
+        if entry.head().is_fingerprint() {
+            // One entry per content: the furthest position of all files that had it.
+            let head = entry.head();
+            for old in self.remembered.iter().filter(|e| e.head() == head) {
+                entry.offset = entry.offset.max(old.offset);
             }
-            self.dirty = true;
+            self.remembered.retain(|e| e.head() != head);
+        }
+        self.remembered.push(entry);
+        self.expire(now);
+    }
+
+    /// Forgets finished files past [`RELEASED_RETENTION_SECS`] that are not among the last
+    /// [`RELEASED_KEEP_PER_PATH`] of their path, then the oldest beyond [`MAX_RELEASED`].
+    fn expire(&mut self, now: u64) {
+        let old = |e: &Entry| {
+            e.released_at
+                .is_some_and(|at| now.saturating_sub(at) >= RELEASED_RETENTION_SECS)
+        };
+        if self.remembered.iter().any(old) {
+            // Newest first, so the first few of each path are the ones to keep.
+            self.remembered
+                .sort_by_key(|e| std::cmp::Reverse(e.released_at.unwrap_or(now)));
+            let mut per_path: HashMap<String, usize> = HashMap::new();
+            self.remembered.retain(|e| {
+                let n = per_path.entry(e.path.clone()).or_default();
+                *n += 1;
+                *n <= RELEASED_KEEP_PER_PATH || !old(e)
+            });
+        }
+        if self.remembered.len() > MAX_RELEASED {
+            self.remembered
+                .sort_by_key(|e| std::cmp::Reverse(e.released_at.unwrap_or(now)));
+            self.remembered.truncate(MAX_RELEASED);
         }
     }
 
     fn take_snapshot(&mut self) -> Snapshot {
         self.dirty = false;
         self.generation += 1;
-        let mut entries: Vec<Entry> = self.remembered.iter().map(|(_, e)| e.clone()).collect();
+        self.expire(unix_now());
+        let mut entries: Vec<Entry> = self.remembered.clone();
         entries.extend(self.tracked.values().map(|t| t.entry.clone()));
         Snapshot {
             generation: self.generation,
@@ -422,6 +577,7 @@ mod tests {
             head_len: 0,
             head_hash: 0,
             offset,
+            released_at: None,
         }
     }
 
@@ -512,6 +668,15 @@ mod tests {
         assert_eq!(p.acknowledged(1), Some(0));
         p.acknowledge(&[(1, 100)]);
         assert_eq!(p.acknowledged(1), None);
-        assert_eq!(p.snapshot().entries, vec![entry("/a", 100)]);
+        let entries = p.snapshot().entries;
+        assert_eq!(entries.len(), 1);
+        assert!(entries[0].released_at.is_some());
+        assert_eq!(
+            entries[0],
+            Entry {
+                released_at: entries[0].released_at,
+                ..entry("/a", 100)
+            }
+        );
     }
 }

@@ -108,8 +108,9 @@ pub struct Cli {
     #[arg(long, env = "LOGSHIP_CHECKPOINT_DIR")]
     pub checkpoint_dir: Option<PathBuf>,
 
-    /// How often acknowledged positions are written.
-    #[arg(long, env = "LOGSHIP_CHECKPOINT_INTERVAL", default_value = "1s")]
+    /// The most time between an acknowledgement and the checkpoint write that saves it; writes
+    /// are coalesced, at most one per interval (10 a second by default).
+    #[arg(long, env = "LOGSHIP_CHECKPOINT_INTERVAL", default_value = "100ms")]
     pub checkpoint_interval: String,
 
     /// Serve /healthz, /readyz and /metrics on this address (e.g. 0.0.0.0:9090).
@@ -345,6 +346,7 @@ impl Config {
         if let Some(path) = &cli.dead_letter_file {
             globs.never_read(path);
         }
+        let poll_interval = nonzero("poll-interval", &cli.poll_interval)?;
         let batch_max_lines = match cli.batch_max_lines.trim().parse::<usize>() {
             Ok(n) if n > 0 => n,
             _ => {
@@ -377,9 +379,12 @@ impl Config {
                 batch_max_lines,
                 batch_max_bytes: size("batch-max-bytes", &cli.batch_max_bytes)?,
                 batch_timeout: nonzero("batch-timeout", &cli.batch_timeout)?,
-                poll_interval: nonzero("poll-interval", &cli.poll_interval)?,
+                poll_interval,
                 scan_interval: nonzero("scan-interval", &cli.scan_interval)?,
                 rotate_wait: duration("rotate-wait", &cli.rotate_wait)?,
+                // Longer than the moment between a copy's creation and its first write, short
+                // enough that a new log file's first line is not held up noticeably.
+                settle: poll_interval.min(Duration::from_millis(250)),
                 exit_on_file,
                 oneshot: cli.oneshot,
                 drain_quiet: duration("drain-quiet", &cli.drain_quiet)?,

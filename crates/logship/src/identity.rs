@@ -62,6 +62,31 @@ impl Head {
         })
     }
 
+    /// The head of `bytes` (the first [`FINGERPRINT_BYTES`] of them count).
+    pub fn of(bytes: &[u8]) -> Head {
+        let bytes = &bytes[..bytes.len().min(FINGERPRINT_BYTES as usize)];
+        Head {
+            len: bytes.len() as u32,
+            hash: xxhash_rust::xxh3::xxh3_64(bytes),
+        }
+    }
+
+    /// The first [`FINGERPRINT_BYTES`] of `file` (all of it if shorter).
+    pub fn read_bytes(file: &File) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; FINGERPRINT_BYTES as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(got);
+        Ok(buf)
+    }
+
     /// A full-length head identifies a file by content alone.
     pub fn is_fingerprint(&self) -> bool {
         self.len == FINGERPRINT_BYTES

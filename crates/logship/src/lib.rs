@@ -141,12 +141,19 @@ pub async fn run(
         let (store, positions, metrics) =
             (store.clone(), Arc::clone(&positions), Arc::clone(&metrics));
         let interval = config.checkpoint_interval;
+        // Woken by every change of the positions (an acknowledgement, a file tracked or let
+        // go), it saves at once unless a save started less than `interval` ago, and then saves
+        // when that interval is up: a position reaches the file within `interval` (plus one
+        // write) of its acknowledgement, and a busy sidecar writes at most once per interval.
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = None::<tokio::time::Instant>;
             loop {
-                tick.tick().await;
-                // Logged and counted; the next tick tries again.
+                positions.changed().await;
+                if let Some(last) = last {
+                    tokio::time::sleep_until(last + interval).await;
+                }
+                last = Some(tokio::time::Instant::now());
+                // Logged and counted; the positions stay dirty, so the next round tries again.
                 let _ = save(&store, &positions, &metrics, false).await;
             }
         })

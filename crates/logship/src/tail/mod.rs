@@ -21,12 +21,18 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::batch::{now_nanos, Batch};
-use crate::checkpoint::{Entry, FileId, Positions};
+use crate::checkpoint::{FileId, Positions};
 use crate::decode::{DecodeSettings, Decoder};
 use crate::discover::{Globs, Wake};
-use crate::identity::{DevIno, Head};
+use crate::identity::{DevIno, Head, FINGERPRINT_BYTES};
 use crate::metrics::Metrics;
 use crate::reader::LineReader;
+
+mod rotation;
+use rotation::{Recent, Settling, Standby};
+
+#[cfg(test)]
+mod model;
 
 /// Where `--read-from` starts files present at the very first start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -47,6 +53,9 @@ pub struct TailSettings {
     pub poll_interval: Duration,
     pub scan_interval: Duration,
     pub rotate_wait: Duration,
+    /// How long a new file that cannot be told yet (shorter than a fingerprint, or than the
+    /// position known for its content) must keep its size before it is read.
+    pub settle: Duration,
     pub exit_on_file: Option<PathBuf>,
     pub oneshot: bool,
     /// After SIGTERM, keep reading until no file has grown for this long: the app, stopped at
@@ -87,6 +96,10 @@ struct Tracked {
     file: File,
     dev_ino: DevIno,
     head: Head,
+    /// The first bytes of the file as read by us (up to a fingerprint): always at least every
+    /// byte before `emitted` (or the whole fingerprint), grown from our own reads, never from a
+    /// later look at the file, which may already hold other content.
+    head_bytes: Vec<u8>,
     /// Bytes read so far (what the reader has consumed).
     offset: u64,
     /// Offset just past the last event handed to a batch.
@@ -95,13 +108,6 @@ struct Tracked {
     decoder: Decoder,
     gone_since: Option<Instant>,
     size: u64,
-}
-
-struct Standby {
-    path: PathBuf,
-    file: File,
-    dev_ino: DevIno,
-    head: Head,
 }
 
 pub struct Tailer {
@@ -115,9 +121,12 @@ pub struct Tailer {
     first_start: bool,
     files: Vec<Tracked>,
     standby: Vec<Standby>,
+    settling: Vec<Settling>,
     /// Fingerprints of files let go or truncated lately, with how far they were read: a copy
     /// found after its original was truncated resumes there, even before the acknowledgement.
-    recent: std::collections::VecDeque<(Head, u64, FileId)>,
+    recent: std::collections::VecDeque<Recent>,
+    /// Draining: every file is read now, none waits to settle.
+    draining: bool,
     next_id: FileId,
     batch: Batch,
     batch_started: Option<Instant>,
@@ -152,7 +161,9 @@ impl Tailer {
             first_start,
             files: Vec::new(),
             standby: Vec::new(),
+            settling: Vec::new(),
             recent: std::collections::VecDeque::new(),
+            draining: false,
             next_id: 1,
             batch: Batch::default(),
             batch_started: None,
@@ -280,6 +291,16 @@ impl Tailer {
             return 0;
         }
         let start = t.offset;
+        // The head grows with what we read, so that it covers every byte before our position.
+        let have = t.head_bytes.len() as u64;
+        if !t.head.is_fingerprint() && start <= have && have < start + n as u64 {
+            let until = (start + n as u64).min(u64::from(FINGERPRINT_BYTES));
+            t.head_bytes
+                .extend_from_slice(&self.buf[(have - start) as usize..(until - start) as usize]);
+            t.head = Head::of(&t.head_bytes);
+            self.positions
+                .update(t.id, t.head, t.dev_ino, &t.path.to_string_lossy());
+        }
         t.offset += n as u64;
         t.size = t.size.max(t.offset);
         let now = Instant::now();
@@ -411,6 +432,7 @@ impl Tailer {
     /// Reads every file to its end (and on, until they have been quiet for `quiet`), flushes
     /// everything pending, sends the last batch.
     fn drain(&mut self, quiet: Duration) -> Result<(), ()> {
+        self.draining = true;
         self.scan(false);
         self.check_files();
         self.read_to_end()?;
@@ -430,309 +452,5 @@ impl Tailer {
             }
         }
         self.send_batch()
-    }
-
-    /// Finds new files; recognizes renamed and copied ones.
-    fn scan(&mut self, initial: bool) {
-        for path in self.s.globs.scan() {
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            let dev_ino = DevIno::of(&meta);
-            if let Some(t) = self.files.iter_mut().find(|t| t.dev_ino == dev_ino) {
-                if t.path != path && (t.gone_since.is_some() || !t.path.exists()) {
-                    // Renamed within the glob: still a file we watch, now under this name.
-                    tracing::debug!(from = %t.path.display(), to = %path.display(), "file renamed");
-                    t.path = path.clone();
-                    t.gone_since = None;
-                    self.positions
-                        .update(t.id, t.head, t.dev_ino, &path.to_string_lossy());
-                }
-                continue;
-            }
-            if self.standby.iter().any(|s| s.dev_ino == dev_ino) {
-                continue;
-            }
-            if let Err(e) = self.open(&path, initial) {
-                tracing::warn!(file = %path.display(), error = %e, "cannot open {}; retrying at the next scan", path.display());
-            }
-        }
-        self.metrics.files_watched.set(self.files.len() as i64);
-    }
-
-    fn open(&mut self, path: &Path, initial: bool) -> io::Result<()> {
-        let file = File::open(path)?;
-        let meta = file.metadata()?;
-        let dev_ino = DevIno::of(&meta);
-        let size = meta.len();
-        let head = Head::read(&file)?;
-        if head.is_fingerprint()
-            && self
-                .files
-                .iter()
-                .any(|t| t.gone_since.is_none() && t.head == head && t.dev_ino != dev_ino)
-        {
-            tracing::info!(file = %path.display(), "{} starts like a file being read (a copy?); it waits and takes over if the original is truncated or removed", path.display());
-            self.standby.push(Standby {
-                path: path.to_path_buf(),
-                file,
-                dev_ino,
-                head,
-            });
-            return Ok(());
-        }
-        let recent = head
-            .is_fingerprint()
-            .then(|| self.recent.iter().position(|(h, _, _)| *h == head))
-            .flatten()
-            .and_then(|i| self.recent.remove(i));
-        let predecessor = recent.map(|(_, _, id)| id);
-        let claimed = self.positions.claim(dev_ino, &file, head);
-        let claimed = match (recent, claimed) {
-            (Some((_, offset, _)), Some(mut entry)) => {
-                entry.offset = entry.offset.max(offset);
-                Some(entry)
-            }
-            (Some((_, offset, _)), None) => Some(Entry {
-                path: String::new(),
-                dev: 0,
-                ino: 0,
-                head_len: head.len,
-                head_hash: head.hash,
-                offset,
-            }),
-            (None, claimed) => claimed,
-        };
-        // A file that continues one we were reading (a copy, a file renamed while we were
-        // down) is read ahead of the others, so its older lines ship before the newer lines
-        // of the file that replaced it.
-        let continues = claimed.as_ref().is_some_and(|e| e.offset > 0);
-        let offset = match claimed {
-            Some(entry) if entry.offset > size => {
-                tracing::warn!(file = %path.display(), "{} is shorter than its checkpoint: truncated while we were down; reading it from the start", path.display());
-                0
-            }
-            Some(entry) => entry.offset,
-            None if initial && self.first_start && self.s.read_from == ReadFrom::End => size,
-            None => 0,
-        };
-        self.track(
-            path.to_path_buf(),
-            file,
-            dev_ino,
-            head,
-            offset,
-            size,
-            continues,
-            predecessor,
-        );
-        Ok(())
-    }
-
-    /// Starts reading a file at `offset`; `first` puts it ahead of the others in each round;
-    /// `predecessor` is the file it takes over from (see [`Positions::track_after`]).
-    #[allow(clippy::too_many_arguments)]
-    fn track(
-        &mut self,
-        path: PathBuf,
-        file: File,
-        dev_ino: DevIno,
-        head: Head,
-        offset: u64,
-        size: u64,
-        first: bool,
-        predecessor: Option<FileId>,
-    ) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let label: Arc<str> = path.to_string_lossy().into();
-        self.positions.track_after(
-            id,
-            Entry {
-                path: label.to_string(),
-                dev: dev_ino.dev,
-                ino: dev_ino.ino,
-                head_len: head.len,
-                head_hash: head.hash,
-                offset,
-            },
-            predecessor,
-        );
-        tracing::info!(file = %label, offset, "watching {label} from offset {offset}");
-        let tracked = Tracked {
-            id,
-            path,
-            label,
-            file,
-            dev_ino,
-            head,
-            offset,
-            emitted: offset,
-            reader: LineReader::new(self.s.max_line_bytes),
-            decoder: Decoder::new(&self.s.decode),
-            gone_since: None,
-            size,
-        };
-        if first {
-            self.files.insert(0, tracked);
-        } else {
-            self.files.push(tracked);
-        }
-    }
-
-    /// Rotation, truncation, deletion, growth of short files; lets go of finished files.
-    fn check_files(&mut self) {
-        let now = Instant::now();
-        // Keyed by device and inode: truncation and promotion reorder and renumber the files.
-        let keys: Vec<DevIno> = self.files.iter().map(|t| t.dev_ino).collect();
-        // Per path: a file rotated away keeps its path as its label while it is read to its
-        // end, beside the new file at that path; the lag reported is theirs together.
-        let mut lags: std::collections::HashMap<Arc<str>, u64> = std::collections::HashMap::new();
-        for key in keys {
-            let Some(mut i) = self.index_of(key) else {
-                continue;
-            };
-            let size = match self.files[i].file.metadata() {
-                Ok(m) => m.len(),
-                Err(_) => self.files[i].size,
-            };
-            self.files[i].size = size;
-            let truncated = size < self.files[i].offset || !self.head_still_matches(i, size);
-            if truncated {
-                self.restart_after_truncation(i, size);
-                let Some(j) = self.index_of(key) else {
-                    continue;
-                };
-                i = j;
-            }
-            let t = &mut self.files[i];
-            if t.gone_since.is_none() {
-                let moved = match std::fs::metadata(&t.path) {
-                    Ok(m) => DevIno::of(&m) != t.dev_ino,
-                    Err(_) => true,
-                };
-                if moved {
-                    tracing::info!(file = %t.path.display(), "{} was rotated or deleted; reading it to its end", t.path.display());
-                    self.metrics.rotations.inc();
-                    t.gone_since = Some(now);
-                }
-            }
-            *lags.entry(Arc::clone(&t.label)).or_default() += self.positions.lag(t.id, size);
-            let finished = t
-                .gone_since
-                .is_some_and(|since| now.duration_since(since) >= self.s.rotate_wait)
-                && t.offset >= size;
-            if finished {
-                self.let_go(i);
-            }
-        }
-        for (label, lag) in lags {
-            if self.files.iter().any(|t| t.label == label) {
-                self.metrics.lag(&label, lag);
-            }
-        }
-        self.standby.retain(|s| s.path.exists());
-        self.metrics.files_watched.set(self.files.len() as i64);
-    }
-
-    fn index_of(&self, key: DevIno) -> Option<usize> {
-        self.files.iter().position(|t| t.dev_ino == key)
-    }
-
-    /// Reports whether a file's first bytes are still the ones we read (a file rewritten in
-    /// place has others); for a file shorter than a fingerprint, also grows its head as it grows.
-    fn head_still_matches(&mut self, i: usize, size: u64) -> bool {
-        let t = &mut self.files[i];
-        // The same test as the read path's (see read_chunk), so the two never disagree.
-        match t.head.is_prefix_of(&t.file) {
-            Ok(true) => {
-                if !t.head.is_fingerprint() && size > u64::from(t.head.len) {
-                    if let Ok(head) = Head::read(&t.file) {
-                        t.head = head;
-                        self.positions.update(t.id, head, t.dev_ino, &t.label);
-                    }
-                }
-                true
-            }
-            Ok(false) => false,
-            Err(_) => true,
-        }
-    }
-
-    fn restart_after_truncation(&mut self, i: usize, size: u64) {
-        self.metrics.truncations.inc();
-        // Complete lines held in an event (multiline, CRI partials) are shipped; an incomplete
-        // last line is dropped here, because its end is in the copy (if copytruncate made one),
-        // which resumes where the last complete line ended.
-        self.files[i].reader.reset();
-        self.flush_file(i);
-        let t = &mut self.files[i];
-        tracing::info!(file = %t.path.display(), at = t.offset, size, "{} was truncated; reading it again from the start", t.path.display());
-        let (old_head, old_offset, old_id) = (t.head, t.emitted, t.id);
-        self.positions.release(t.id, t.emitted);
-        let new_id = self.next_id;
-        self.next_id += 1;
-        t.id = new_id;
-        t.offset = 0;
-        t.emitted = 0;
-        t.reader.reset();
-        t.head = Head::read(&t.file).unwrap_or(Head { len: 0, hash: 0 });
-        self.positions.track(
-            new_id,
-            Entry {
-                path: t.label.to_string(),
-                dev: t.dev_ino.dev,
-                ino: t.dev_ino.ino,
-                head_len: t.head.len,
-                head_hash: t.head.hash,
-                offset: 0,
-            },
-        );
-        self.remember(old_head, old_offset, old_id);
-        self.promote_standby(old_head, old_offset, old_id);
-        // copytruncate copies before it truncates: find the copy now, before reading on.
-        self.scan(false);
-    }
-
-    fn remember(&mut self, head: Head, offset: u64, id: FileId) {
-        if head.is_fingerprint() {
-            if self.recent.len() >= 64 {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((head, offset, id));
-        }
-    }
-
-    /// A copy on standby takes over the position of the file it copied.
-    fn promote_standby(&mut self, head: Head, offset: u64, predecessor: FileId) {
-        let Some(pos) = self.standby.iter().position(|s| s.head == head) else {
-            return;
-        };
-        let s = self.standby.swap_remove(pos);
-        let size = s.file.metadata().map(|m| m.len()).unwrap_or(0);
-        tracing::info!(file = %s.path.display(), offset, "{} takes over from offset {offset}", s.path.display());
-        self.track(
-            s.path,
-            s.file,
-            s.dev_ino,
-            s.head,
-            offset.min(size),
-            size,
-            true,
-            Some(predecessor),
-        );
-    }
-
-    fn let_go(&mut self, i: usize) {
-        self.flush_file(i);
-        let t = self.files.remove(i);
-        tracing::info!(file = %t.path.display(), offset = t.offset, "done with {} (read to its end)", t.path.display());
-        self.positions.release(t.id, t.emitted);
-        self.remember(t.head, t.offset, t.id);
-        // The new file at the same path (after a rename rotation) keeps the series.
-        if !self.files.iter().any(|other| other.label == t.label) {
-            self.metrics.forget(&t.label);
-        }
-        self.promote_standby(t.head, t.offset, t.id);
     }
 }
