@@ -29,6 +29,7 @@ use crate::batch::Batch;
 use crate::checkpoint::{FileId, Positions, Store};
 use crate::decode::{DecodeSettings, Format};
 use crate::discover::Globs;
+use crate::identity::FINGERPRINT_BYTES;
 use crate::metrics::Metrics;
 
 /// How a stream's file is rotated.
@@ -427,10 +428,18 @@ impl World {
             Op::Scan => self.tailer().scan(false),
             Op::Ack => self.ack(),
             Op::Save => {
-                let written = self
-                    .store
-                    .save(&self.positions.snapshot())
-                    .expect("save checkpoint");
+                let snapshot = self.positions.snapshot();
+                for e in &snapshot.entries {
+                    // The invariant whose breach lost lines in CI: an entry's head covers every
+                    // byte before its offset, so no other content can ever claim that offset.
+                    assert!(
+                        u64::from(e.head_len) >= e.offset.min(u64::from(FINGERPRINT_BYTES)),
+                        "a checkpoint entry's head ({} bytes) does not cover its offset {}: {e:?}",
+                        e.head_len,
+                        e.offset
+                    );
+                }
+                let written = self.store.save(&snapshot).expect("save checkpoint");
                 assert!(written, "a newer snapshot was written already");
                 self.saved.extend(self.acked_unsaved.drain(..));
             }
@@ -664,5 +673,66 @@ fn random_long_sequences_over_three_streams_keep_the_model() {
         if let Err(e) = run(&ops) {
             panic!("seed {seed} (replay with LOGSHIP_MODEL_SEED={seed}):\n{e}");
         }
+    }
+}
+
+/// The cause of the 84 lines CI lost (4541-4624 of the copytruncate stream, in
+/// `every_line_survives_the_torture_with_a_flapping_http_sink` on cfe83d2), as the events ran:
+///
+/// 1. logship (re)starts while `copytrunc.log` is empty, just truncated: its head is empty.
+/// 2. The reader is held in one long round (a sink in retry backoff); the file fills with a
+///    whole generation, which it reads without a check of the files in between, so the empty
+///    head (only `check_files` grew it) stays empty.
+/// 3. The copy is made and the original truncated; `check_files` sees `size < offset` (and so
+///    never grows the head) and releases the old generation with its empty head, at the
+///    acknowledged offset, which trails the read one: the sinks were behind.
+/// 4. The next generation is read and shipped up to a burst's end; SIGKILL.
+/// 5. At the restart, the released entry (same inode, an empty head: a prefix of anything)
+///    claims the file, which now holds the next generation, and reading resumes at the old
+///    generation's acknowledged offset: the bytes between what the new generation had shipped
+///    and that offset were never read.
+///
+/// With the head grown from what is read, the released entry's head is the old generation's
+/// first 256 bytes, which the new generation does not start with.
+#[test]
+fn the_ci_loss_an_empty_head_claimed_across_generations_is_gone() {
+    let mut w = World::new();
+    let t = 1;
+    fs::write(w.path(t), "").expect("empty file");
+    w.apply(Op::Scan);
+    w.apply(Op::Check);
+    assert_eq!(w.tailer().files.len(), 1, "the empty file is tracked");
+    assert_eq!(w.tailer().files[0].head.len, 0);
+    // A whole generation read in one round, without a check of the files.
+    for _ in 0..10 {
+        w.apply(Op::Append(t, 3));
+    }
+    w.apply(Op::Read);
+    // The sinks acknowledge only the first batches.
+    let first: Vec<Handed> = {
+        let mut shipped = w.shipped.lock().expect("shipped");
+        let n = shipped.pending.len() / 2;
+        shipped.pending.drain(..n).collect()
+    };
+    for (offsets, lines) in first {
+        w.positions.acknowledge(&offsets);
+        w.acked_unsaved.extend(lines);
+    }
+    w.apply(Op::CopyTruncate(t));
+    w.apply(Op::Check);
+    w.apply(Op::Scan);
+    for _ in 0..4 {
+        w.apply(Op::Append(t, 3));
+    }
+    w.apply(Op::Read);
+    w.apply(Op::Ack);
+    w.apply(Op::Save);
+    for _ in 0..4 {
+        w.apply(Op::Append(t, 3));
+    }
+    w.apply(Op::Kill);
+    w.finish();
+    if let Err(e) = w.verify() {
+        panic!("{e}\n{}", w.trace.join("\n"));
     }
 }
