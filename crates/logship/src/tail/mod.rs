@@ -211,6 +211,8 @@ impl Tailer {
                 self.check_now = false;
                 self.check_files();
                 last_check = now;
+            } else if !self.settling.is_empty() {
+                self.recheck_settling();
             }
             if self.rescan.swap(false, Ordering::SeqCst)
                 || now.duration_since(last_scan) >= self.s.scan_interval
@@ -236,6 +238,9 @@ impl Tailer {
     /// How long to sleep when idle: until the next poll, or sooner for a multiline timeout.
     fn next_wait(&self, now: Instant) -> Duration {
         let mut wait = self.s.poll_interval;
+        if !self.settling.is_empty() {
+            wait = wait.min(self.s.settle.max(Duration::from_millis(10)));
+        }
         for t in &self.files {
             if let Some(since) = t.decoder.pending_since() {
                 let due = (since + self.s.decode.multiline_timeout).saturating_duration_since(now);

@@ -353,6 +353,13 @@ impl Tailer {
         // A standby file renamed away is found again by the next scan, under its new name.
         self.standby
             .retain(|s| std::fs::metadata(&s.path).is_ok_and(|m| DevIno::of(&m) == s.dev_ino));
+        self.recheck_settling();
+        self.metrics.files_watched.set(self.files.len() as i64);
+    }
+
+    /// Looks again at the files waiting to be told (each loop round while there are any: they
+    /// are few, and a stat each).
+    pub(super) fn recheck_settling(&mut self) {
         let settling: Vec<PathBuf> = self.settling.iter().map(|s| s.path.clone()).collect();
         for path in settling {
             let known = std::fs::metadata(&path).is_ok_and(|m| {
@@ -374,7 +381,6 @@ impl Tailer {
                 }
             }
         }
-        self.metrics.files_watched.set(self.files.len() as i64);
     }
 
     /// Whether a file starting with `bytes`, not known by its fingerprint, may be a copy being

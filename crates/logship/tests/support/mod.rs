@@ -41,6 +41,21 @@ impl Scene {
 
     /// logship with `args`, shipping to this scene's file sink, fast polling, text logs.
     pub fn logship(&self, args: &[&str]) -> Command {
+        self.logship_polling(
+            &[
+                "--poll-interval",
+                "50ms",
+                "--scan-interval",
+                "200ms",
+                "--rotate-wait",
+                "300ms",
+            ],
+            args,
+        )
+    }
+
+    /// logship with `args` and these polling settings (none: its defaults).
+    pub fn logship_polling(&self, polling: &[&str], args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logship"));
         for (key, _) in std::env::vars() {
             if key.starts_with("LOGSHIP_")
@@ -55,14 +70,7 @@ impl Scene {
         cmd.env("LOGSHIP_LOG_FORMAT", "text")
             .arg("--sink")
             .arg(format!("file://{}", self.out().display()))
-            .args([
-                "--poll-interval",
-                "50ms",
-                "--scan-interval",
-                "200ms",
-                "--rotate-wait",
-                "300ms",
-            ])
+            .args(polling)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
