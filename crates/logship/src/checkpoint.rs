@@ -679,4 +679,99 @@ mod tests {
             }
         );
     }
+
+    fn released(path: &str, hash: u64, at: u64) -> Entry {
+        Entry {
+            head_len: crate::identity::FINGERPRINT_BYTES,
+            head_hash: hash,
+            released_at: Some(at),
+            ..entry(path, 1)
+        }
+    }
+
+    #[test]
+    fn finished_files_are_kept_ten_minutes_the_last_eight_of_a_path_longer_4096_at_most() {
+        let now = unix_now();
+        let old = now - RELEASED_RETENTION_SECS - 1;
+        let mut loaded: Vec<Entry> = (0..10).map(|i| released("/a", i, old - i)).collect();
+        loaded.push(released("/b", 100, old));
+        loaded.push(released("/c", 200, now - 5));
+        let p = Positions::new(loaded);
+        let kept = p.snapshot().entries;
+        let hashes = |path: &str| -> Vec<u64> {
+            let mut h: Vec<u64> = kept
+                .iter()
+                .filter(|e| e.path == path)
+                .map(|e| e.head_hash)
+                .collect();
+            h.sort();
+            h
+        };
+        // Past the window: only /a's 8 latest (0 is the latest) and /b's one.
+        assert_eq!(hashes("/a"), (0..8).collect::<Vec<_>>());
+        assert_eq!(hashes("/b"), vec![100]);
+        assert_eq!(hashes("/c"), vec![200]);
+
+        // Within the window, every one is kept, up to MAX_RELEASED, newest first.
+        let loaded: Vec<Entry> = (0..MAX_RELEASED as u64 + 10)
+            .map(|i| released(&format!("/f{i}"), i, now - 1 - i % 100))
+            .collect();
+        let kept = Positions::new(loaded).snapshot().entries;
+        assert_eq!(kept.len(), MAX_RELEASED);
+        assert!(kept.iter().all(|e| e.released_at >= Some(now - 100)));
+    }
+
+    #[test]
+    fn a_claimed_fingerprint_stays_remembered_and_the_furthest_position_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = File::create(dir.path().join("x")).expect("file");
+        let fp = Head {
+            len: crate::identity::FINGERPRINT_BYTES,
+            hash: 7,
+        };
+        let p = Positions::new(vec![
+            Entry {
+                offset: 500,
+                ..released("/a.log.1", 7, unix_now())
+            },
+            Entry {
+                offset: 900,
+                ..released("/a.log", 7, unix_now())
+            },
+        ]);
+        let other = DevIno { dev: 9, ino: 9 };
+        let first = p.claim(other, &f, fp).expect("claimed");
+        assert_eq!(first.entry.offset, 900);
+        // A second copy of the same content (a rotation chain, a restart) finds it too.
+        assert_eq!(p.claim(other, &f, fp).expect("again").entry.offset, 900);
+    }
+
+    #[tokio::test]
+    async fn a_change_wakes_the_checkpoint_task_and_a_snapshot_settles_it() {
+        let p = Arc::new(Positions::new(Vec::new()));
+        p.track(1, entry("/a", 0));
+        // Dirty: no wait.
+        p.changed().await;
+        assert!(p.snapshot_if_dirty().is_some());
+        assert!(p.snapshot_if_dirty().is_none());
+        let waiter = {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                // Any stored wake-up from before is taken first; then a real change.
+                loop {
+                    p.changed().await;
+                    if p.snapshot_if_dirty().is_some() {
+                        return;
+                    }
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        p.acknowledge(&[(1, 10)]);
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("the acknowledgement woke the task")
+            .expect("task");
+    }
 }

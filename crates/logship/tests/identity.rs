@@ -162,3 +162,19 @@ fn copies_found_after_a_restart_and_renamed_up_the_chain_resume() {
     s.wait_for("the last lines", |l| l.len() >= n);
     drain_and_check(&s, g, &want);
 }
+
+/// A new file that starts like a file being read (a copy, perhaps, or a log whose first line is
+/// the same banner) and then stops growing is not a copy after all: it is read once its wait
+/// (at most 5 s) is over, never held back for good.
+#[test]
+fn a_file_that_only_looks_like_a_copy_is_read_after_its_wait() {
+    let s = Scene::new();
+    let g = Guard::spawn(&mut s.logship(&["--path", &s.glob("*.log")]));
+    let a = lines("same banner", 0, 10);
+    append(&s.log("a.log"), &a);
+    s.wait_for("a.log", |l| l.len() >= 10);
+    let banner = lines("same banner", 0, 1);
+    append(&s.log("b.log"), &banner);
+    s.wait_for("b.log's banner line", |l| l.len() >= 11);
+    drain_and_check(&s, g, &(a + &banner));
+}

@@ -180,6 +180,7 @@ impl Tailer {
         self.first_start = false;
         let mut last_scan = Instant::now();
         let mut last_check = Instant::now();
+        let mut last_settle_check = Instant::now();
         loop {
             let ending = if self.stop.load(Ordering::SeqCst) {
                 Some(Ended::Drained)
@@ -211,8 +212,12 @@ impl Tailer {
                 self.check_now = false;
                 self.check_files();
                 last_check = now;
-            } else if !self.settling.is_empty() {
+            } else if !self.settling.is_empty()
+                && now.duration_since(last_settle_check) >= self.settle_tick()
+            {
+                // Not every round: each look opens the file, and reading may be busy.
                 self.recheck_settling();
+                last_settle_check = now;
             }
             if self.rescan.swap(false, Ordering::SeqCst)
                 || now.duration_since(last_scan) >= self.s.scan_interval
@@ -235,11 +240,16 @@ impl Tailer {
         }
     }
 
+    /// How often files waiting to be told are looked at between polls.
+    fn settle_tick(&self) -> Duration {
+        self.s.settle.max(Duration::from_millis(10))
+    }
+
     /// How long to sleep when idle: until the next poll, or sooner for a multiline timeout.
     fn next_wait(&self, now: Instant) -> Duration {
         let mut wait = self.s.poll_interval;
         if !self.settling.is_empty() {
-            wait = wait.min(self.s.settle.max(Duration::from_millis(10)));
+            wait = wait.min(self.settle_tick());
         }
         for t in &self.files {
             if let Some(since) = t.decoder.pending_since() {

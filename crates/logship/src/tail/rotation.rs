@@ -423,7 +423,7 @@ impl Tailer {
 
     /// Whether a file's first bytes are still the ones we read (a file rewritten in place has
     /// others). The same test as the read path's (see `read_chunk`), so the two never disagree.
-    fn head_still_matches(&mut self, i: usize) -> bool {
+    fn head_still_matches(&self, i: usize) -> bool {
         let t = &self.files[i];
         t.head.is_prefix_of(&t.file).unwrap_or(true)
     }
