@@ -11,7 +11,7 @@
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -273,8 +273,8 @@ struct Run {
 /// through `logship --oneshot` to the file sink (raw and json output), beside `cat` of the same
 /// data into a file (the copy limit) and rsyslog's imfile input writing the same lines to a
 /// file, run until it has written them all.
-pub fn bench_logship() -> Result<()> {
-    let gnu_time = require("/usr/bin/time", "time")?;
+/// The release logship `cargo xtask dist` builds, and the bench's working directory.
+fn logship_and_work() -> Result<(PathBuf, PathBuf)> {
     let binaries = dist::dist()?;
     let logship = binaries
         .iter()
@@ -285,6 +285,18 @@ pub fn bench_logship() -> Result<()> {
     let work = crate::cmd::workspace_root()
         .join("target")
         .join("bench-logship");
+    Ok((logship, work))
+}
+
+/// `cargo xtask bench rotation`: the rotation row of the logship bench alone.
+pub fn bench_logship_rotation() -> Result<()> {
+    let (logship, work) = logship_and_work()?;
+    crate::bench_rotation::bench_rotation(&logship, &work)
+}
+
+pub fn bench_logship() -> Result<()> {
+    let gnu_time = require("/usr/bin/time", "time")?;
+    let (logship, work) = logship_and_work()?;
     let one = work.join("one");
     let many = work.join("many");
     println!(
@@ -429,7 +441,7 @@ pub fn bench_logship() -> Result<()> {
         })
         .collect();
     println!("\nfloors:\n  {}", floors.join("\n  "));
-    Ok(())
+    crate::bench_rotation::bench_rotation(&logship, &work)
 }
 
 /// A minimal HTTP/1.1 receiver for the sink benchmark: a thread per connection reads each
@@ -606,7 +618,6 @@ fn rsyslog_run(data: &Path, work: &Path, lines: u64, expected: u64) -> Result<Ru
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| Error::new(format!("bench: {e}")))?;
     let out = dir.join("out.log");
-    let conf = dir.join("rsyslog.conf");
     let config = format!(
         r#"global(workDirectory="{d}" maxMessageSize="8k")
 module(load="imfile")
@@ -618,19 +629,8 @@ action(type="omfile" file="{out}" template="raw" asyncWriting="on" ioBufferSize=
         data = data.display(),
         out = out.display()
     );
-    std::fs::write(&conf, config).map_err(|e| Error::new(format!("bench: {e}")))?;
     let start = Instant::now();
-    let mut child = Command::new(rsyslogd)
-        .arg("-n")
-        .arg("-f")
-        .arg(&conf)
-        .arg("-i")
-        .arg(dir.join("rsyslogd.pid"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Error::new(format!("bench: cannot start rsyslogd: {e}")))?;
+    let mut child = start_rsyslogd(&rsyslogd, &dir, &config)?;
     let mut peak = 0u64;
     let done = loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -664,6 +664,23 @@ action(type="omfile" file="{out}" template="raw" asyncWriting="on" ioBufferSize=
         secs: done.as_secs_f64(),
         peak_rss_kib: peak,
     })
+}
+
+/// Starts rsyslogd in the foreground with `config`, written to `dir/rsyslog.conf`.
+pub(crate) fn start_rsyslogd(rsyslogd: &Path, dir: &Path, config: &str) -> Result<Child> {
+    let conf = dir.join("rsyslog.conf");
+    std::fs::write(&conf, config).map_err(|e| Error::new(format!("bench: {e}")))?;
+    Command::new(rsyslogd)
+        .arg("-n")
+        .arg("-f")
+        .arg(&conf)
+        .arg("-i")
+        .arg(dir.join("rsyslogd.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::new(format!("bench: cannot start rsyslogd: {e}")))
 }
 
 fn vm_hwm_kib(pid: u32) -> u64 {

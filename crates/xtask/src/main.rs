@@ -2,6 +2,7 @@
 //! (alias in .cargo/config.toml). std only, so it builds in seconds.
 
 mod bench;
+mod bench_rotation;
 mod cmd;
 mod demo;
 mod dist;
@@ -29,7 +30,7 @@ commands:
   demo                     play k8s-examples/fullstack-pod with podman: requests, shipped logs
   demo init-wait           play k8s-examples/init-wait and show waitfor holding the app
   kind-demo                a kind cluster with separate-pods and native-sidecars (needs kind, kubectl)
-  bench <target>           end-to-end benchmarks; targets: waitfor, logship, podproxy";
+  bench <target>           end-to-end benchmarks; targets: waitfor, logship (rotation: its rotation row alone), podproxy";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,9 +55,10 @@ fn dispatch(args: &[&str]) -> Result<()> {
         ["kind-demo"] => kind::kind_demo(),
         ["bench", "waitfor"] => bench::bench_waitfor(),
         ["bench", "logship"] => bench::bench_logship(),
+        ["bench", "rotation"] => bench::bench_logship_rotation(),
         ["bench", "podproxy"] => bench::bench_podproxy(),
         ["bench", other] => Err(Error::new(format!("unknown bench target `{other}`"))
-            .fix("known targets: waitfor, logship, podproxy")),
+            .fix("known targets: waitfor, logship (rotation: its rotation row alone), podproxy")),
         ["bench"] => Err(Error::new("`bench` needs a target").fix("cargo xtask bench waitfor")),
         [] | ["help" | "-h" | "--help"] => {
             println!("{USAGE}");
