@@ -650,3 +650,31 @@ fn a_corrupt_checkpoint_is_set_aside_and_reading_starts_over() {
     let good = std::fs::read_to_string(cp_dir.join("checkpoints.json")).expect("new checkpoint");
     assert!(good.contains("\"offset\":8"), "{good}");
 }
+
+/// SIGHUP's default action would kill logship with no drain (exit 129): it is logged and
+/// ignored; a second SIGTERM during the drain ends it at once (exit 143).
+#[test]
+fn sighup_is_ignored_and_a_second_sigterm_ends_the_drain_at_once() {
+    let s = Scene::new();
+    let g = Guard::spawn(&mut s.logship(&[
+        "--path",
+        &s.glob("*.log"),
+        "--drain-quiet",
+        "300s",
+        "--drain-timeout",
+        "600s",
+    ]));
+    append(&s.log("a.log"), "one\n");
+    s.wait_for("the first line", |l| l.len() == 1);
+    g.signal("HUP");
+    append(&s.log("a.log"), "two\n");
+    s.wait_for("a line after SIGHUP", |l| l.len() == 2);
+    // The drain would wait for 300 s of quiet; the second signal cuts it short.
+    g.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    g.signal("TERM");
+    let (code, _, _) = g.finish(LIMIT);
+    assert_eq!(code, Some(143), "{}", s.stderr());
+    assert!(s.stderr().contains("SIGHUP ignored"), "{}", s.stderr());
+    assert!(s.stderr().contains("second stop signal"), "{}", s.stderr());
+}

@@ -62,21 +62,37 @@ impl Shutdown {
         )
     }
 
-    /// A shutdown fired by SIGTERM or SIGINT. Must be called inside a tokio runtime. The handlers
-    /// stay installed for the life of the process, so a second signal does not kill us half-way
-    /// through a drain; binaries that want a hard stop on the second signal handle it themselves.
+    /// A shutdown fired by SIGTERM or SIGINT. Must be called inside a tokio runtime.
+    ///
+    /// - The first SIGTERM or SIGINT starts the drain.
+    /// - A second one during the drain ends the process at once (exit 143 or 130), with a
+    ///   warning: the person pressing Ctrl-C twice, or an operator's second TERM, wants out now.
+    /// - SIGHUP is logged and ignored: its default action would kill the process with no drain
+    ///   (exit 129), and no binary reloads on it yet.
     pub fn from_signals() -> std::io::Result<(Shutdown, ShutdownTrigger)> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;
         let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let (shutdown, trigger) = Shutdown::new();
         let fire = trigger.clone();
+        let seen = shutdown.clone();
         tokio::spawn(async move {
             loop {
                 let which = tokio::select! {
                     _ = term.recv() => Signal::Terminate,
                     _ = int.recv() => Signal::Interrupt,
+                    _ = hup.recv() => {
+                        tracing::warn!("SIGHUP ignored: nothing is reloaded on it yet; SIGTERM stops with a drain");
+                        continue;
+                    }
                 };
+                if let Some(first) = seen.fired() {
+                    tracing::warn!(first = ?first, second = ?which,
+                        "a second stop signal during the drain: exiting now, without finishing it");
+                    // The one hard exit: nothing else may run once the user asked twice.
+                    std::process::exit(which.exit_code());
+                }
                 fire.fire(which);
             }
         });

@@ -246,8 +246,12 @@ impl Podproxy {
 
     /// Sends SIGTERM, as the kubelet does to start a drain.
     fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    fn signal(&self, name: &str) {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(sent.success());
@@ -2341,4 +2345,51 @@ fn a_connection_still_sending_an_upload_is_not_handed_to_the_next_request() {
     assert_eq!(status(&get(p.port, "/")), 200);
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     drop(a);
+}
+
+#[test]
+fn a_second_stop_signal_during_the_drain_exits_at_once() {
+    let up = Upstream::start();
+    // A drain delay far past the test's limit: only the second signal can end it in time.
+    let mut p = Podproxy::start(
+        &[format!("/=http://{}", up.addr)],
+        &["--drain-delay", "300s", "--drain-timeout", "25s"],
+    );
+    p.sigterm();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        p.child.try_wait().expect("wait"),
+        None,
+        "exited on the first"
+    );
+    p.signal("INT");
+    assert_eq!(
+        p.wait_exit(),
+        Some(130),
+        "the second signal's conventional code"
+    );
+    let log = std::fs::read_to_string(p.dir.path().join("stderr")).unwrap_or_default();
+    assert!(log.contains("second stop signal"), "{log}");
+}
+
+#[test]
+fn sighup_does_not_kill_podproxy() {
+    let up = Upstream::start();
+    let mut p = Podproxy::start(&[format!("/=http://{}", up.addr)], &["--drain-delay", "0s"]);
+    p.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        p.child.try_wait().expect("wait"),
+        None,
+        "SIGHUP killed podproxy"
+    );
+    let answer = raw(
+        p.port,
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status(&answer), 200, "{answer}");
+    p.sigterm();
+    assert_eq!(p.wait_exit(), Some(0));
+    let log = std::fs::read_to_string(p.dir.path().join("stderr")).unwrap_or_default();
+    assert!(log.contains("SIGHUP ignored"), "{log}");
 }
