@@ -102,21 +102,34 @@ pub struct Loaded {
 }
 
 impl Store {
-    /// Creates the directory if needed and proves it is writable.
-    pub fn open(dir: &Path) -> Result<Store, CheckpointError> {
+    /// Creates the directory if needed and proves it is writable. With `parents` false (the
+    /// default place, beside the logs), a directory whose parent does not exist is not created
+    /// now, nor its parents ever: it is made at the first save that has something to keep,
+    /// once the logs' directory has appeared.
+    pub fn open(dir: &Path, parents: bool) -> Result<Store, CheckpointError> {
         let not_writable = |source| CheckpointError::NotWritable {
             dir: dir.display().to_string(),
             source,
         };
-        fs::create_dir_all(dir).map_err(not_writable)?;
-        let probe = dir.join(format!(".probe-{}", std::process::id()));
-        File::create(&probe).map_err(not_writable)?;
-        let _ = fs::remove_file(&probe);
-        Ok(Store {
+        let store = Store {
             dir: dir.to_path_buf(),
             path: dir.join(FILE_NAME),
             written: Arc::new(Mutex::new(0)),
-        })
+        };
+        if !parents && dir.parent().is_some_and(|p| !p.exists()) {
+            return Ok(store);
+        }
+        if parents {
+            fs::create_dir_all(dir).map_err(not_writable)?;
+        } else if let Err(e) = fs::create_dir(dir) {
+            if e.kind() != io::ErrorKind::AlreadyExists {
+                return Err(not_writable(e));
+            }
+        }
+        let probe = dir.join(format!(".probe-{}", std::process::id()));
+        File::create(&probe).map_err(not_writable)?;
+        let _ = fs::remove_file(&probe);
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -190,6 +203,17 @@ impl Store {
             path: self.path.display().to_string(),
             source,
         };
+        if !self.dir.exists() {
+            if entries.is_empty() {
+                // Nothing read yet from logs whose directory is missing: nothing to keep.
+                return Ok(());
+            }
+            if let Err(e) = fs::create_dir(&self.dir) {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(err(e));
+                }
+            }
+        }
         let body = serde_json::to_vec(&OnDisk {
             version: FORMAT_VERSION,
             files: entries.to_vec(),
@@ -584,7 +608,7 @@ mod tests {
     #[test]
     fn saves_atomically_and_loads_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), true).expect("open");
         assert!(store.load().first_start);
         let snapshot = Snapshot {
             generation: 1,
@@ -603,7 +627,7 @@ mod tests {
     #[test]
     fn concurrent_saves_are_serialized_and_the_newest_snapshot_wins() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), true).expect("open");
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
                 let store = store.clone();
@@ -647,7 +671,7 @@ mod tests {
     #[test]
     fn a_corrupt_file_is_set_aside_not_fatal() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), true).expect("open");
         fs::write(store.path(), "{not json").expect("write");
         let loaded = store.load();
         assert!(loaded.entries.is_empty());

@@ -67,7 +67,10 @@ pub struct Cli {
     #[arg(long, env = "LOGSHIP_READ_FROM", value_enum, default_value = "head")]
     pub read_from: ReadFrom,
 
-    /// Where to ship: stdout or file:///path; repeatable (every sink gets every line).
+    /// Where to ship, repeatable (every sink gets every line): stdout, file:///path,
+    /// http(s)://host:port/path (NDJSON), loki://host:port, elasticsearch://host:port/INDEX,
+    /// otlp://host:port (each network scheme also as NAME+https://), syslog+tcp://,
+    /// syslog+tls:// or syslog+udp://host:port.
     #[arg(
         long = "sink",
         env = "LOGSHIP_SINK",
@@ -260,6 +263,9 @@ pub struct Config {
     pub output: Output,
     pub labels: Vec<(String, String)>,
     pub checkpoint_dir: PathBuf,
+    /// `--checkpoint-dir` was given (created with its parents), rather than derived from the
+    /// first `--path` (created only inside a directory that exists).
+    pub checkpoint_dir_given: bool,
     pub checkpoint_interval: Duration,
     pub admin: Option<SocketAddr>,
     pub drain_timeout: Duration,
@@ -330,6 +336,7 @@ impl Config {
             })
             .transpose()?;
         let net = Arc::new(net_settings(&cli, &sinks, &labels)?);
+        let checkpoint_dir_given = cli.checkpoint_dir.is_some();
         let checkpoint_dir = match cli.checkpoint_dir {
             Some(d) => d,
             None => globs
@@ -393,6 +400,7 @@ impl Config {
             output: cli.output,
             labels,
             checkpoint_dir,
+            checkpoint_dir_given,
             checkpoint_interval: nonzero("checkpoint-interval", &cli.checkpoint_interval)?,
             admin: cli.admin,
             drain_timeout: nonzero("drain-timeout", &cli.drain_timeout)?,

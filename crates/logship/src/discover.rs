@@ -114,6 +114,20 @@ impl Globs {
         self.include.iter().map(|p| static_dir(p)).collect()
     }
 
+    /// The `--path` patterns, as given.
+    pub fn patterns(&self) -> &[String] {
+        &self.include
+    }
+
+    /// Each glob's directory that does not exist, with its glob.
+    pub fn missing_dirs(&self) -> Vec<(PathBuf, &str)> {
+        self.include
+            .iter()
+            .map(|p| (static_dir(p), p.as_str()))
+            .filter(|(d, _)| !d.exists())
+            .collect()
+    }
+
     /// The directory of the first glob (the default home of the checkpoints).
     pub fn first_dir(&self) -> Option<PathBuf> {
         self.include.first().map(|p| static_dir(p))

@@ -58,7 +58,11 @@ pub async fn run(
     admin: Option<TcpListener>,
     mut shutdown: Shutdown,
 ) -> Result<Ended, RunError> {
-    let store = Store::open(&config.checkpoint_dir)?;
+    for (dir, pattern) in config.tail.globs.missing_dirs() {
+        tracing::warn!(path = %pattern, dir = %dir.display(),
+            "--path {pattern}: the directory {} does not exist; nothing is read from it until it appears (check the volume mount)", dir.display());
+    }
+    let store = Store::open(&config.checkpoint_dir, config.checkpoint_dir_given)?;
     let loaded = store.load();
     let positions = Arc::new(Positions::new(loaded.entries));
     let (metrics, registry) = Metrics::new();
@@ -217,7 +221,13 @@ pub async fn run(
     match failure {
         Some(e) => Err(e),
         None => {
-            tracing::info!(ended = ?ended, shipped = metrics.lines_shipped.get(), "done: {} lines shipped", metrics.lines_shipped.get());
+            let shipped = metrics.lines_shipped.get();
+            if shipped == 0 && config.tail.globs.scan().is_empty() {
+                tracing::warn!(paths = ?config.tail.globs.patterns(),
+                    "done: nothing was shipped, no file matches --path {}", config.tail.globs.patterns().join(", "));
+            } else {
+                tracing::info!(ended = ?ended, shipped, "done: {shipped} lines shipped");
+            }
             Ok(ended)
         }
     }

@@ -678,3 +678,46 @@ fn sighup_is_ignored_and_a_second_sigterm_ends_the_drain_at_once() {
     assert!(s.stderr().contains("SIGHUP ignored"), "{}", s.stderr());
     assert!(s.stderr().contains("second stop signal"), "{}", s.stderr());
 }
+
+/// A glob whose directory does not exist (a volume not mounted, a typo) is a warning, nothing
+/// is created there, and `--oneshot` says it shipped nothing rather than exiting in silence.
+#[test]
+fn a_glob_in_a_missing_directory_warns_creates_nothing_and_says_nothing_was_shipped() {
+    let s = Scene::new();
+    let missing = s.logs().join("not/there");
+    let glob = format!("{}/*.log", missing.display());
+    let (code, _, _) = Guard::spawn(&mut s.logship(&["--path", &glob, "--oneshot"])).finish(LIMIT);
+    assert_eq!(code, Some(0), "{}", s.stderr());
+    let stderr = s.stderr();
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    assert!(stderr.contains("nothing was shipped"), "{stderr}");
+    assert!(
+        !s.logs().join("not").exists(),
+        "logship created the missing directory"
+    );
+}
+
+#[test]
+fn the_sink_help_names_every_sink() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
+        .arg("--help")
+        .output()
+        .expect("logship --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for scheme in [
+        "file://",
+        "http(s)://",
+        "loki://",
+        "elasticsearch://",
+        "otlp://",
+        "syslog+tcp://",
+        "syslog+tls://",
+        "syslog+udp://",
+        "+https://",
+    ] {
+        assert!(
+            help.contains(scheme),
+            "--help does not name {scheme}:\n{help}"
+        );
+    }
+}

@@ -155,7 +155,7 @@ impl World {
         let logs = dir.path().join("logs");
         fs::create_dir(&logs).expect("logs dir");
         fs::create_dir(dir.path().join("archive")).expect("archive dir");
-        let store = Store::open(&dir.path().join("checkpoints")).expect("store");
+        let store = Store::open(&dir.path().join("checkpoints"), true).expect("store");
         let streams = STREAMS
             .iter()
             .map(|&(name, kind)| Stream {
@@ -192,7 +192,7 @@ impl World {
 
     fn start(&mut self) {
         // A new process: a new store (its saves are numbered from the new positions').
-        self.store = Store::open(&self.dir.path().join("checkpoints")).expect("store");
+        self.store = Store::open(&self.dir.path().join("checkpoints"), true).expect("store");
         let loaded = self.store.load();
         self.trace.push(format!(
             "  start with {:?}",
