@@ -117,7 +117,7 @@ pub struct Cli {
     pub checkpoint_interval: String,
 
     /// Serve /healthz, /readyz and /metrics on this address (e.g. 0.0.0.0:9090).
-    #[arg(long, env = "LOGSHIP_ADMIN")]
+    #[arg(long, env = "LOGSHIP_ADMIN", value_parser = podkit_runtime::parse_listen_addr)]
     pub admin: Option<SocketAddr>,
 
     /// Read every file to its end, ship, checkpoint, exit.

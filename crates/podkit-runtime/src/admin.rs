@@ -85,7 +85,7 @@ impl Admin {
         // The address bound, so that `--admin 127.0.0.1:0` (a port the kernel picks) can be
         // found, and an operator sees where to look.
         if let Ok(addr) = listener.local_addr() {
-            tracing::info!(admin = %addr, "admin endpoints on http://{addr}: /live, /ready, /metrics");
+            tracing::info!(admin = %addr, "admin endpoints on http://{addr}: /healthz, /readyz, /metrics (/live and /ready are the same)");
         }
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -162,6 +162,9 @@ mod tests {
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         readiness.set(true);
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        // The other names, kept for manifests written before one vocabulary was chosen.
+        assert!(get(addr, "/live").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/ready").await.starts_with("HTTP/1.1 200"));
         let metrics = get(addr, "/metrics").await;
         assert!(metrics.contains("podkit_test_events_total 3"), "{metrics}");
         assert!(metrics.contains("version=0.0.4"), "{metrics}");

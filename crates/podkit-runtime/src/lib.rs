@@ -13,7 +13,7 @@ pub mod tls_client;
 pub mod units;
 
 pub use shutdown::{Shutdown, ShutdownTrigger, Signal};
-pub use units::{parse_duration, parse_size};
+pub use units::{parse_duration, parse_listen_addr, parse_size};
 
 /// clap's error as one line for `kubectl logs`: the message and any continuation lines (such as
 /// the names of missing arguments), without the usage block, and a pointer to `--help`.

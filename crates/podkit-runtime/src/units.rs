@@ -165,3 +165,45 @@ mod tests {
         assert_eq!(format_duration(Duration::from_secs(185)), "3m05s");
     }
 }
+
+/// A listening address for a flag: `HOST:PORT`, `[V6]:PORT`, or `:PORT` for every interface
+/// (`0.0.0.0:PORT`), as Go's and nginx's `listen :8080` mean.
+pub fn parse_listen_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: the port must be a number from 0 to 65535, e.g. :8080"))?;
+        return Ok(std::net::SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    s.parse().map_err(|_| {
+        format!("{s:?} is not an address to listen on; use HOST:PORT (127.0.0.1:8080, [::]:8080) or :PORT for every interface")
+    })
+}
+
+#[cfg(test)]
+mod listen_tests {
+    use super::parse_listen_addr;
+
+    #[test]
+    fn a_bare_port_listens_on_every_interface() {
+        assert_eq!(
+            parse_listen_addr(":8080").expect("ok").to_string(),
+            "0.0.0.0:8080"
+        );
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:9").expect("ok").to_string(),
+            "127.0.0.1:9"
+        );
+        assert_eq!(
+            parse_listen_addr("[::]:80").expect("ok").to_string(),
+            "[::]:80"
+        );
+        assert!(parse_listen_addr(":http")
+            .expect_err("bad")
+            .contains(":8080"));
+        assert!(parse_listen_addr("8080")
+            .expect_err("bad")
+            .contains(":PORT"));
+    }
+}

@@ -17,10 +17,11 @@ use crate::route::{Route, Routes};
 #[derive(Debug, Parser)]
 #[command(name = "podproxy", version, about)]
 pub struct Cli {
-    /// Where to listen; repeatable.
+    /// Where to listen, HOST:PORT or :PORT (every interface); repeatable.
     #[arg(
         long,
         env = "PODPROXY_LISTEN",
+        value_parser = podkit_runtime::parse_listen_addr,
         value_delimiter = ',',
         default_value = "0.0.0.0:8080"
     )]
@@ -52,7 +53,7 @@ pub struct Cli {
     pub access_log_redact_query: bool,
 
     /// Serve /live, /ready and /metrics here.
-    #[arg(long, env = "PODPROXY_ADMIN")]
+    #[arg(long, env = "PODPROXY_ADMIN", value_parser = podkit_runtime::parse_listen_addr)]
     pub admin: Option<SocketAddr>,
 
     /// ROUTE=PATH: probe the route's upstream with GET PATH (2xx/3xx is up); repeatable.
