@@ -305,7 +305,13 @@ fn binary_images_are_nonroot_labelled_and_shell_free() {
             Duration::from_secs(60),
         );
         assert!(version.success(), "{version}");
-        assert_eq!(version.stdout.trim(), format!("{bin} {VERSION}"));
+        let printed = version.stdout.trim();
+        assert!(
+            printed.starts_with(&format!("{bin} {VERSION} (commit "))
+                && printed.contains("x86_64-unknown-linux-gnu")
+                && printed.contains("profile-guided"),
+            "{printed}"
+        );
 
         let shell = podman.run(
             &[

@@ -31,7 +31,7 @@ use podkit_runtime::cli::{self, EXIT_FAILURE, EXIT_USAGE};
 
 /// The examples' app: the frontend page or the backend API, logging JSON lines to a file.
 #[derive(Debug, Parser)]
-#[command(name = "demo-app", version, about)]
+#[command(name = "demo-app", version = podkit_runtime::VERSION, about)]
 struct Cli {
     #[command(subcommand)]
     role: Role,

@@ -48,7 +48,7 @@ unwritable checkpoint directory).";
 
 /// Tail log files on a shared volume and ship every line, once, through rotation and restarts.
 #[derive(Debug, Parser)]
-#[command(name = "logship", version, about, after_help = AFTER_HELP)]
+#[command(name = "logship", version = podkit_runtime::VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Files to read, as absolute globs (e.g. /var/log/app/*.log); repeatable.
     #[arg(

@@ -13,6 +13,20 @@ pub mod tls_client;
 pub mod units;
 
 pub use shutdown::{Shutdown, ShutdownTrigger, Signal};
+
+/// What every binary's `--version` prints after its name: the workspace version, the git commit
+/// it was built from (`-modified` when the tree had changes), the target, and whether the build
+/// was profile-guided.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PODKIT_COMMIT"),
+    ", ",
+    env!("PODKIT_TARGET"),
+    ", ",
+    env!("PODKIT_BUILD"),
+    ")"
+);
 pub use units::{parse_duration, parse_listen_addr, parse_size};
 
 /// clap's error as one line for `kubectl logs`: the message and any continuation lines (such as
@@ -24,6 +38,9 @@ pub fn usage_error_line(program: &str, err: &clap::Error) -> String {
         .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
         .map(str::trim)
         .filter(|l| !l.is_empty())
+        // clap's "to pass '--x' as a value, use '-- --x'": after `--`, waitfor runs the
+        // command it is given, and the other binaries take no values there at all.
+        .filter(|l| !l.starts_with("tip: to pass '"))
         .collect();
     let text = parts.join(" ");
     let text = text.trim_start_matches("error: ");
@@ -50,5 +67,17 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("(see prog --help)"), "{line}");
+    }
+
+    #[test]
+    fn an_unknown_flag_is_never_told_to_go_after_a_double_dash() {
+        let err = Cli::try_parse_from(["prog", "--path", "x", "--bogus"]).expect_err("unknown");
+        let line = super::usage_error_line("prog", &err);
+        assert!(line.contains("unexpected argument '--bogus'"), "{line}");
+        assert!(!line.contains("'-- "), "{line}");
+        // clap's other tips, such as a similar flag's name, stay.
+        let err = Cli::try_parse_from(["prog", "--pat", "x"]).expect_err("typo");
+        let line = super::usage_error_line("prog", &err);
+        assert!(line.contains("--path"), "{line}");
     }
 }

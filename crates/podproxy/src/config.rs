@@ -13,9 +13,18 @@ use crate::access_log;
 use crate::forward::TrustedProxies;
 use crate::route::{Route, Routes};
 
+const AFTER_HELP: &str = "\
+Signals: SIGTERM or SIGINT drains (/readyz turns 503, --drain-delay, then in-flight requests
+get --drain-timeout); a second one exits at once; SIGHUP is ignored.
+
+Exit codes: 0 drained; 1 the drain ran out of time with requests still in flight, or an
+internal error; 2 usage or configuration error (a flag, a route, a port that cannot be bound,
+an unreadable certificate, an unwritable --ready-file or --access-log); 130 or 143 a second
+SIGINT or SIGTERM during the drain.";
+
 /// The Pod's front door: route requests on the Pod's port to the containers on 127.0.0.1.
 #[derive(Debug, Parser)]
-#[command(name = "podproxy", version, about)]
+#[command(name = "podproxy", version = podkit_runtime::VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Where to listen, HOST:PORT or :PORT (every interface); repeatable.
     #[arg(

@@ -2393,3 +2393,20 @@ fn sighup_does_not_kill_podproxy() {
     let log = std::fs::read_to_string(p.dir.path().join("stderr")).unwrap_or_default();
     assert!(log.contains("SIGHUP ignored"), "{log}");
 }
+
+#[test]
+fn help_lists_the_exit_codes_and_signals() {
+    let out = Command::new(env!("CARGO_BIN_EXE_podproxy"))
+        .arg("--help")
+        .output()
+        .expect("podproxy --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "Exit codes: 0 drained",
+        "2 usage or configuration error",
+        "SIGHUP",
+    ] {
+        assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
+    }
+}

@@ -39,7 +39,7 @@ Exit codes:
 
 /// Wait until every dependency is really ready, then exit 0 or exec COMMAND.
 #[derive(Debug, Parser)]
-#[command(name = "waitfor", version, about, after_help = AFTER_HELP)]
+#[command(name = "waitfor", version = podkit_runtime::VERSION, about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// What to wait for (see Targets below).
     #[arg(value_name = "TARGET")]

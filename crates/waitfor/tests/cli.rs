@@ -101,6 +101,23 @@ fn help_and_version_exit_0() {
     let out = run(&["--version"]);
     out.assert_code(0);
     assert!(out.stdout.starts_with("waitfor 0."), "{}", out.stdout);
+    // The commit it was built from, the target, and what kind of build.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .expect("git");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert!(
+        out.stdout.contains(&format!("(commit {head}")),
+        "{} (HEAD {head})",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(", x86_64-unknown-linux-gnu, "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("profile-guided)"), "{}", out.stdout);
     let out = run(&["--help"]);
     out.assert_code(0);
     assert!(out.stdout.contains("Exit codes:"), "{}", out.stdout);
@@ -256,4 +273,17 @@ fn a_target_still_down_is_reported_every_ten_seconds_with_its_last_error() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no time in {line}"));
     assert!((10.0..12.0).contains(&after), "{line}");
+}
+
+#[test]
+fn an_unknown_flag_is_a_usage_error_that_never_suggests_exec_ing_it() {
+    let out = run(&["--bogus"]);
+    out.assert_code(2);
+    assert!(
+        out.stderr.contains("unexpected argument '--bogus'"),
+        "{}",
+        out.stderr
+    );
+    // After `--`, waitfor would exec `--bogus`: clap's usual tip must not be passed on.
+    assert!(!out.stderr.contains("-- --bogus"), "{}", out.stderr);
 }
