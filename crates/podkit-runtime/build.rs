@@ -13,7 +13,15 @@ fn git(args: &[&str]) -> Option<String> {
 
 fn main() {
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some();
+    // Without optional locks, so looking never rewrites the index (which would make the next
+    // build run this again).
+    let dirty = git(&[
+        "--no-optional-locks",
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ])
+    .is_some();
     println!(
         "cargo:rustc-env=PODKIT_COMMIT={commit}{}",
         if dirty { "-modified" } else { "" }
@@ -31,12 +39,15 @@ fn main() {
     println!("cargo:rustc-env=PODKIT_BUILD={build}");
     println!("cargo:rerun-if-env-changed=CARGO_ENCODED_RUSTFLAGS");
     // A new commit or a checkout changes HEAD or the ref it names.
+    // (Only files that exist: a missing one would make every build run this again.)
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        println!("cargo:rerun-if-changed={dir}/HEAD");
-        println!("cargo:rerun-if-changed={dir}/index");
+        let mut watch = vec![format!("{dir}/HEAD"), format!("{dir}/index")];
         if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{head}");
+            watch.push(format!("{dir}/{head}"));
         }
-        println!("cargo:rerun-if-changed={dir}/packed-refs");
+        watch.push(format!("{dir}/packed-refs"));
+        for path in watch.iter().filter(|p| std::path::Path::new(p).exists()) {
+            println!("cargo:rerun-if-changed={path}");
+        }
     }
 }
