@@ -1,5 +1,5 @@
-//! Logging setup shared by every binary: human-readable text when stderr is a terminal, JSON lines
-//! otherwise (what `kubectl logs` and log pipelines want), or as `--log-format` says. The level
+//! Logging setup shared by every binary: human-readable text when stderr is a terminal (in
+//! colour unless `NO_COLOR` is set), JSON lines otherwise (what `kubectl logs` and log pipelines want), or as `--log-format` says. The level
 //! comes from `--log-level`, and `RUST_LOG` (a tracing `EnvFilter` directive) overrides it.
 //!
 //! The h2 crate's own events are kept to errors unless a `--log-level` directive names `h2` (or
@@ -88,15 +88,35 @@ pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
             .try_init()
     } else {
         builder
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(use_color(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            ))
             .try_init()
     };
     Ok(())
 }
 
+/// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
+/// string (https://no-color.org).
+fn use_color(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_color_turns_colours_off_on_a_terminal() {
+        assert!(use_color(true, None));
+        assert!(!use_color(true, Some("1".into())));
+        assert!(
+            use_color(true, Some("".into())),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!use_color(false, None));
+    }
 
     #[test]
     fn h2_is_kept_to_errors_unless_a_directive_names_it() {

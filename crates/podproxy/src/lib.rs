@@ -101,24 +101,6 @@ pub async fn run(
         tunnels,
         max_body_bytes: config.max_body_bytes,
     });
-    let addrs: Vec<String> = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .map(|a| a.to_string())
-        .collect();
-    let routes: Vec<String> = config
-        .routes
-        .iter()
-        .map(|r| {
-            format!(
-                "{}{} -> {}",
-                r.host.as_deref().unwrap_or(""),
-                r.prefix,
-                r.upstream
-            )
-        })
-        .collect();
-    tracing::info!(listen = ?addrs, routes = ?routes, "podproxy listening on {}: {}", addrs.join(", "), routes.join(", "));
 
     let (stop_accepting, stop_trigger) = Shutdown::new();
     let limits = server::Limits {
@@ -149,6 +131,26 @@ pub async fn run(
         }
         _ => None,
     };
+    // Only now, with every part of the configuration checked (certificates, the ready file):
+    // "listening" is never followed by a configuration error.
+    let addrs: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
+    let routes: Vec<String> = config
+        .routes
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{} -> {}",
+                r.host.as_deref().unwrap_or(""),
+                r.prefix,
+                r.upstream
+            )
+        })
+        .collect();
+    tracing::info!(listen = ?addrs, routes = ?routes, "podproxy listening on {}: {}", addrs.join(", "), routes.join(", "));
     let serving = tokio::spawn(server::serve(
         listeners,
         Arc::clone(&proxy),

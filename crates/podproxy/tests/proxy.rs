@@ -2410,3 +2410,22 @@ fn help_lists_the_exit_codes_and_signals() {
         assert!(help.contains(needle), "--help lacks {needle:?}:\n{help}");
     }
 }
+
+#[test]
+fn a_missing_certificate_fails_before_anything_says_listening() {
+    let out = Command::new(env!("CARGO_BIN_EXE_podproxy"))
+        .args(["--listen", "127.0.0.1:0", "--route", "/=http://127.0.0.1:9"])
+        .args([
+            "--tls-cert",
+            "/nonexistent/tls.crt",
+            "--tls-key",
+            "/nonexistent/tls.key",
+        ])
+        .args(["--log-format", "text"])
+        .output()
+        .expect("podproxy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--tls-cert"), "{stderr}");
+    assert!(!stderr.contains("listening"), "{stderr}");
+}

@@ -287,3 +287,37 @@ fn an_unknown_flag_is_a_usage_error_that_never_suggests_exec_ing_it() {
     // After `--`, waitfor would exec `--bogus`: clap's usual tip must not be passed on.
     assert!(!out.stderr.contains("-- --bogus"), "{}", out.stderr);
 }
+
+/// On a terminal (a pty from util-linux `script`), log lines are coloured unless NO_COLOR is
+/// set (https://no-color.org).
+#[test]
+fn no_color_turns_off_colours_on_a_terminal() {
+    let on_a_terminal = |no_color: Option<&str>| -> String {
+        let mut cmd = std::process::Command::new("script");
+        cmd.args(["-qec"])
+            .arg(format!(
+                "{} --log-format text --timeout 300ms file:///nonexistent/podkit",
+                env!("CARGO_BIN_EXE_waitfor")
+            ))
+            .arg("/dev/null")
+            .env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd
+            .output()
+            .expect("script (util-linux) runs waitfor on a pty");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = on_a_terminal(None);
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colours on a terminal: {coloured:?}"
+    );
+    let plain = on_a_terminal(Some("1"));
+    assert!(plain.contains("file:///nonexistent/podkit"), "{plain:?}");
+    assert!(
+        !plain.contains('\u{1b}'),
+        "colours despite NO_COLOR: {plain:?}"
+    );
+}
