@@ -9,6 +9,8 @@ pub struct Error {
     pub message: String,
     /// How to fix it, when we know.
     pub fix: Option<String>,
+    /// The exit status: 1, or 2 for what the person must do first (a missing package).
+    pub code: u8,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -18,11 +20,17 @@ impl Error {
         Error {
             message: message.into(),
             fix: None,
+            code: 1,
         }
     }
 
     pub fn fix(mut self, fix: impl Into<String>) -> Self {
         self.fix = Some(fix.into());
+        self
+    }
+
+    pub fn exit_code(mut self, code: u8) -> Self {
+        self.code = code;
         self
     }
 }

@@ -11,6 +11,7 @@ mod error;
 mod images;
 mod kind;
 mod layers;
+mod packages;
 mod pgo;
 mod podman;
 
@@ -39,12 +40,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("\nerror: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.code)
         }
     }
 }
 
 fn dispatch(args: &[&str]) -> Result<()> {
+    use packages::{ensure, BENCH, PGO, PODS, TESTS};
+    // What each command needs from the system, installed or named first (see packages.rs).
+    match args {
+        ["dist"] => ensure("dist", &[PGO])?,
+        ["images" | "demo" | "kind-demo", ..] => ensure(args[0], &[PODS, PGO])?,
+        ["test", ..] => ensure("test", &[TESTS, PODS, PGO])?,
+        ["bench", "waitfor" | "logship" | "rotation" | "podproxy"] => {
+            ensure("bench", &[BENCH, PODS, PGO])?
+        }
+        _ => {}
+    }
     match args {
         ["dist"] => dist::dist().map(|_| ()),
         ["images"] => images::images(),
