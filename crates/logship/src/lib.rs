@@ -134,7 +134,7 @@ pub async fn run(
         loaded.first_start,
     );
     tracing::info!(
-        paths = ?config.tail.globs, sinks = ?config.sinks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        paths = ?config.tail.globs.patterns(), sinks = ?config.sinks.iter().map(ToString::to_string).collect::<Vec<_>>(),
         checkpoints = %store.path().display(), first_start = loaded.first_start,
         "logship started: checkpoints in {}", store.path().display()
     );

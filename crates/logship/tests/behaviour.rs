@@ -721,3 +721,43 @@ fn the_sink_help_names_every_sink() {
         );
     }
 }
+
+/// JSON log lines carry JSON values: lists as arrays, numbers and booleans as such (they were
+/// Rust debug strings such as "Globs { include: [...] }").
+#[test]
+fn json_log_fields_are_json_values() {
+    let s = Scene::new();
+    append(&s.log("a.log"), "one\n");
+    let glob = s.glob("*.log");
+    let (code, _, _) = Guard::spawn(
+        s.logship(&["--path", &glob, "--oneshot"])
+            .env("LOGSHIP_LOG_FORMAT", "json"),
+    )
+    .finish(LIMIT);
+    assert_eq!(code, Some(0), "{}", s.stderr());
+    let lines: Vec<serde_json::Value> = s
+        .stderr()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("logship started"))
+        })
+        .expect("the start line");
+    assert_eq!(started["paths"], serde_json::json!([glob]), "{started}");
+    assert!(started["sinks"].is_array(), "{started}");
+    assert_eq!(started["first_start"], true, "{started}");
+    let watching = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("watching"))
+        })
+        .expect("the watching line");
+    assert_eq!(watching["offset"], 0, "{watching}");
+}

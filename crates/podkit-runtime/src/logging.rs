@@ -81,11 +81,7 @@ pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
         .with_target(false);
     // A second init (only possible in tests) keeps the first subscriber.
     let _ = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init()
+        builder.event_format(JsonLines).try_init()
     } else {
         builder
             .with_ansi(use_color(
@@ -97,6 +93,87 @@ pub fn init(settings: &LogSettings) -> Result<(), LoggingError> {
     Ok(())
 }
 
+/// One JSON object per event: `timestamp`, `level`, `message`, then the event's fields as JSON
+/// values: numbers and booleans as such, a field logged with `?` whose Debug text is itself
+/// JSON (a `Vec<String>`, `[1, 2]`) as that value (an array), any other as a string. The
+/// message is always a string. (tracing-subscriber's own JSON format writes every Debug value
+/// as a string, so a list of paths arrived as `"[\"/logs/*.log\"]"`.)
+struct JsonLines;
+
+impl<S, N> fmt::FormatEvent<S, N> for JsonLines
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _ctx: &fmt::FmtContext<'_, S, N>,
+        mut writer: fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use fmt::time::FormatTime;
+        let mut stamp = String::new();
+        fmt::time::SystemTime.format_time(&mut fmt::format::Writer::new(&mut stamp))?;
+        let mut line = String::with_capacity(256);
+        line.push_str("{\"timestamp\":");
+        line.push_str(&serde_json::Value::from(stamp).to_string());
+        line.push_str(",\"level\":\"");
+        line.push_str(event.metadata().level().as_str());
+        line.push('"');
+        event.record(&mut JsonFields(&mut line));
+        line.push('}');
+        writeln!(writer, "{line}")
+    }
+}
+
+/// Appends `,"name":value` for each field (see [`JsonLines`]).
+struct JsonFields<'a>(&'a mut String);
+
+impl JsonFields<'_> {
+    fn put(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        self.0.push(',');
+        self.0
+            .push_str(&serde_json::Value::from(field.name()).to_string());
+        self.0.push(':');
+        self.0.push_str(&value.to_string());
+    }
+}
+
+impl tracing::field::Visit for JsonFields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        let value = match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(v @ (serde_json::Value::Array(_) | serde_json::Value::Object(_)))
+                if field.name() != "message" =>
+            {
+                v
+            }
+            _ => serde_json::Value::from(text),
+        };
+        self.put(field, value);
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.put(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.put(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.put(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.put(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.put(field, value.into());
+    }
+}
+
 /// Colours only on a terminal, and never when `NO_COLOR` is set to anything but the empty
 /// string (https://no-color.org).
 fn use_color(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
@@ -106,6 +183,54 @@ fn use_color(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_keep_lists_as_arrays_and_numbers_as_numbers() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("buf").extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = fmt()
+            .with_writer(move || out.clone())
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let paths = vec!["/logs/*.log".to_string(), "/x/\"q\".log".to_string()];
+            #[derive(Debug)]
+            struct NotJson {
+                #[allow(dead_code)]
+                a: u8,
+            }
+            tracing::warn!(paths = ?paths, offset = 42u64, ok = true, name = %"a b",
+                thing = ?NotJson { a: 1 }, "[1, 2] is a message");
+        });
+        let text = String::from_utf8(buf.0.lock().expect("buf").clone()).expect("utf8");
+        let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["message"], "[1, 2] is a message");
+        assert_eq!(
+            v["paths"],
+            serde_json::json!(["/logs/*.log", "/x/\"q\".log"])
+        );
+        assert_eq!(v["offset"], 42);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["name"], "a b");
+        assert_eq!(v["thing"], "NotJson { a: 1 }");
+        assert!(
+            v["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{v}"
+        );
+    }
 
     #[test]
     fn no_color_turns_colours_off_on_a_terminal() {
