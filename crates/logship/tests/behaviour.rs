@@ -740,24 +740,16 @@ fn json_log_fields_are_json_values() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();
-    let started = lines
-        .iter()
-        .find(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("logship started"))
-        })
-        .expect("the start line");
+    let line = |prefix: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?}"))
+    };
+    let started = line("logship started");
     assert_eq!(started["paths"], serde_json::json!([glob]), "{started}");
     assert!(started["sinks"].is_array(), "{started}");
     assert_eq!(started["first_start"], true, "{started}");
-    let watching = lines
-        .iter()
-        .find(|l| {
-            l["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("watching"))
-        })
-        .expect("the watching line");
+    let watching = line("watching");
     assert_eq!(watching["offset"], 0, "{watching}");
 }
